@@ -1,0 +1,153 @@
+//! WGSL sources and the pipeline cache. Every shader file is compiled with the common prelude
+//! in front; pipelines are keyed by (file, entry point, override constants, binding layout) so
+//! a plan with hundreds of dispatches creates each distinct pipeline once per context.
+
+use super::Context;
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+const PRELUDE: &str = include_str!("../../shaders/common.wgsl");
+
+/// The kernel families. Names are the file stems under `shaders/`.
+const SHADERS: &[(&str, &str)] = &[
+    ("common", ""),
+    ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
+    ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    ("reduce", include_str!("../../shaders/reduce.wgsl")),
+    ("softmax", include_str!("../../shaders/softmax.wgsl")),
+    ("loss", include_str!("../../shaders/loss.wgsl")),
+    ("layout", include_str!("../../shaders/layout.wgsl")),
+    ("optim", include_str!("../../shaders/optim.wgsl")),
+];
+
+/// All shader file names, for the validation test.
+pub fn shader_names() -> Vec<&'static str> {
+    SHADERS.iter().map(|(n, _)| *n).collect()
+}
+
+/// The full source of one shader family as the GPU sees it (prelude included).
+pub fn shader_source(name: &str) -> Option<String> {
+    SHADERS.iter().find(|(n, _)| *n == name).map(|(_, src)| format!("{PRELUDE}\n{src}"))
+}
+
+/// How a binding is declared in WGSL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BindingKind {
+    Uniform,
+    /// `var<storage, read>`
+    Read,
+    /// `var<storage, read_write>`
+    ReadWrite,
+}
+
+/// Identifies one compiled pipeline.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct KernelKey {
+    pub shader: &'static str,
+    pub entry: &'static str,
+    /// WGSL `override` constants (all integral in this project).
+    pub constants: Vec<(&'static str, u32)>,
+    /// (binding index, kind) in binding order; binding 0 is the uniform parameter block.
+    pub bindings: Vec<(u32, BindingKind)>,
+}
+
+impl KernelKey {
+    pub fn new(shader: &'static str, entry: &'static str) -> Self {
+        KernelKey { shader, entry, constants: Vec::new(), bindings: Vec::new() }
+    }
+    pub fn constant(mut self, name: &'static str, v: u32) -> Self {
+        self.constants.push((name, v));
+        self
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct PipelineCache {
+    modules: HashMap<&'static str, wgpu::ShaderModule>,
+    layouts: HashMap<Vec<(u32, BindingKind)>, Arc<wgpu::BindGroupLayout>>,
+    pipelines: HashMap<KernelKey, Arc<wgpu::ComputePipeline>>,
+}
+
+impl PipelineCache {
+    pub(crate) fn len(&self) -> usize {
+        self.pipelines.len()
+    }
+
+    fn layout_sig(&mut self, device: &wgpu::Device, sig: &[(u32, BindingKind)]) -> Arc<wgpu::BindGroupLayout> {
+        if let Some(l) = self.layouts.get(sig) {
+            return l.clone();
+        }
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = sig
+            .iter()
+            .map(|&(binding, kind)| wgpu::BindGroupLayoutEntry {
+                binding,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: match kind {
+                    BindingKind::Uniform => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    BindingKind::Read | BindingKind::ReadWrite => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage { read_only: kind == BindingKind::Read },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                },
+                count: None,
+            })
+            .collect();
+        let l = Arc::new(device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("webdistill layout"),
+            entries: &entries,
+        }));
+        self.layouts.insert(sig.to_vec(), l.clone());
+        l
+    }
+
+    pub(crate) fn bind_layout(&mut self, device: &wgpu::Device, key: &KernelKey) -> Arc<wgpu::BindGroupLayout> {
+        self.layout_sig(device, &key.bindings)
+    }
+
+    pub(crate) fn get(&mut self, ctx: &Context, key: &KernelKey) -> Result<Arc<wgpu::ComputePipeline>> {
+        if let Some(p) = self.pipelines.get(key) {
+            return Ok(p.clone());
+        }
+        if !self.modules.contains_key(key.shader) {
+            let src = shader_source(key.shader)
+                .ok_or_else(|| Error::usage(format!("no shader family '{}'", key.shader)))?;
+            let module = ctx.scoped(&format!("compiling shader '{}'", key.shader), || {
+                ctx.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(key.shader),
+                    source: wgpu::ShaderSource::Wgsl(src.into()),
+                })
+            })?;
+            self.modules.insert(key.shader, module);
+        }
+        let layout = self.bind_layout(&ctx.device, key);
+        let module = &self.modules[key.shader];
+        let constants: Vec<(&str, f64)> = key.constants.iter().map(|&(n, v)| (n, v as f64)).collect();
+        let pipeline = ctx.scoped(&format!("creating pipeline {}::{}", key.shader, key.entry), || {
+            let pl = ctx.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(key.entry),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+            ctx.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(key.entry),
+                layout: Some(&pl),
+                module,
+                entry_point: Some(key.entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            })
+        })?;
+        let p = Arc::new(pipeline);
+        self.pipelines.insert(key.clone(), p.clone());
+        Ok(p)
+    }
+}

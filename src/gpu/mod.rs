@@ -1,0 +1,363 @@
+//! GPU context: acquire a device (native, browser, or adopted from a host app), describe the
+//! adapter, choose kernel variants for it, and turn wgpu errors into `Result`s.
+
+mod kernels;
+mod readback;
+
+pub use kernels::{BindingKind, KernelKey, shader_names, shader_source};
+pub use readback::{Readback, ReadbackSlot};
+
+use crate::error::{Error, Result};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+/// What a user should install when no adapter shows up.
+const NO_ADAPTER_HINT: &str = "Install a Vulkan, Metal or DX12 driver; on Debian/Ubuntu \
+`apt-get install mesa-vulkan-drivers` gives a software Vulkan adapter (lavapipe). \
+Set WGPU_BACKEND=vulkan|gl|metal|dx12 to pick a backend.";
+
+/// One line describing the adapter, for logs, checkpoints' config and benchmark output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdapterReport {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    /// A CPU implementation (lavapipe, SwiftShader, WARP): barriers are expensive there.
+    pub software: bool,
+}
+
+impl AdapterReport {
+    pub fn from_info(info: &wgpu::AdapterInfo) -> Self {
+        let software = matches!(info.device_type, wgpu::DeviceType::Cpu)
+            || ["llvmpipe", "swiftshader", "lavapipe", "warp", "softpipe"]
+                .iter()
+                .any(|s| info.name.to_lowercase().contains(s));
+        let driver = [info.driver.as_str(), info.driver_info.as_str()]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" ");
+        AdapterReport {
+            name: if info.name.is_empty() { "unnamed adapter".into() } else { info.name.clone() },
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            driver,
+            software,
+        }
+    }
+}
+
+impl fmt::Display for AdapterReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}, {}", self.name, self.backend, self.device_type)?;
+        if !self.driver.is_empty() {
+            write!(f, ", {}", self.driver)?;
+        }
+        write!(f, ")")
+    }
+}
+
+/// Matrix-multiply kernel family. Rankings differ wildly between software and real GPUs
+/// (PLATFORM.md: barriers cost a lot on lavapipe), so the choice is per adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MatmulVariant {
+    /// Workgroup-shared tiles with barriers: the right shape for real GPUs.
+    Tiled,
+    /// Each thread keeps a 4x4 block in registers, no shared memory, no barriers: software adapters.
+    Register,
+}
+
+impl MatmulVariant {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "tiled" => Some(Self::Tiled),
+            "register" | "reg" => Some(Self::Register),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tiled => "tiled",
+            Self::Register => "register",
+        }
+    }
+}
+
+/// Kernel choices made once per adapter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelProfile {
+    pub matmul: MatmulVariant,
+    /// Prefer one thread per row over a workgroup reduction for rows up to this length.
+    pub serial_row_max: usize,
+}
+
+impl KernelProfile {
+    pub fn for_adapter(report: &AdapterReport) -> Self {
+        let mut p = if report.software {
+            KernelProfile { matmul: MatmulVariant::Register, serial_row_max: 4096 }
+        } else {
+            KernelProfile { matmul: MatmulVariant::Tiled, serial_row_max: 256 }
+        };
+        // An override for benchmarks and for users who know their adapter better.
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(v) = std::env::var("WEBDISTILL_MATMUL").ok().and_then(|s| MatmulVariant::parse(&s)) {
+            p.matmul = v;
+        }
+        p
+    }
+}
+
+/// Options for acquiring a device.
+#[derive(Clone, Debug, Default)]
+pub struct ContextOptions {
+    /// Case-insensitive substring of the adapter name; overrides `WGPU_ADAPTER_NAME`.
+    pub adapter_name: Option<String>,
+}
+
+/// Errors wgpu reports outside error scopes (and device loss) land here instead of panicking.
+#[derive(Default)]
+pub(crate) struct ErrorSink {
+    errors: Mutex<Vec<String>>,
+}
+
+impl ErrorSink {
+    pub(crate) fn push(&self, msg: String) {
+        self.errors.lock().unwrap().push(msg);
+    }
+    pub(crate) fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.errors.lock().unwrap())
+    }
+}
+
+pub struct ContextInner {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub adapter: AdapterReport,
+    pub limits: wgpu::Limits,
+    pub profile: KernelProfile,
+    /// True when the device belongs to a host application (`Context::adopt`).
+    pub adopted: bool,
+    pub(crate) sink: Arc<ErrorSink>,
+    pub(crate) cache: Mutex<kernels::PipelineCache>,
+}
+
+/// A handle to the device the library works on. Cheap to clone.
+#[derive(Clone)]
+pub struct Context(Arc<ContextInner>);
+
+impl std::ops::Deref for Context {
+    type Target = ContextInner;
+    fn deref(&self) -> &ContextInner {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Context({})", self.adapter)
+    }
+}
+
+impl Context {
+    /// Native: pick an adapter (honouring `WGPU_BACKEND`, `WGPU_ADAPTER_NAME`,
+    /// `WGPU_POWER_PREF`) and open a device with the adapter's real limits. Blocks until the
+    /// device exists; never used on wasm.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new() -> Result<Self> {
+        pollster::block_on(Self::new_async(ContextOptions::default()))
+    }
+
+    /// Acquire an adapter and device. On wasm this goes through the browser's WebGPU.
+    pub async fn new_async(opts: ContextOptions) -> Result<Self> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = pick_adapter(&instance, &opts).await?;
+        let info = adapter.get_info();
+        let mut features = wgpu::Features::empty();
+        if adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+            features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+        // The adapter's real limits: storage binding size and workgroup storage matter here.
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("webdistill"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::gpu(format!("opening a device on {}", info.name), e))?;
+        let report = AdapterReport::from_info(&info);
+        let sink = Arc::new(ErrorSink::default());
+        // We own this device: route errors wgpu would otherwise panic on into our sink.
+        let s = sink.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| s.push(e.to_string())));
+        let s = sink.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            if !matches!(reason, wgpu::DeviceLostReason::Destroyed) {
+                s.push(format!("device lost ({reason:?}): {msg}"))
+            }
+        });
+        Ok(Self::wrap(device, queue, report, limits, false, sink))
+    }
+
+    /// Adopt a host application's device and queue, so training shares its GPU.
+    ///
+    /// The library installs no global error handler on an adopted device (that belongs to the
+    /// host); it catches its own errors with error scopes instead. It never blocks in `poll`
+    /// unless a method that says so is called.
+    pub fn adopt(device: wgpu::Device, queue: wgpu::Queue) -> Self {
+        let info = device.adapter_info();
+        let limits = device.limits();
+        let report = AdapterReport::from_info(&info);
+        Self::wrap(device, queue, report, limits, true, Arc::new(ErrorSink::default()))
+    }
+
+    fn wrap(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        adapter: AdapterReport,
+        limits: wgpu::Limits,
+        adopted: bool,
+        sink: Arc<ErrorSink>,
+    ) -> Self {
+        let profile = KernelProfile::for_adapter(&adapter);
+        Context(Arc::new(ContextInner {
+            device,
+            queue,
+            adapter,
+            limits,
+            profile,
+            adopted,
+            sink,
+            cache: Mutex::new(kernels::PipelineCache::default()),
+        }))
+    }
+
+    /// Replace the kernel profile (benchmarks compare variants on one device).
+    pub fn with_profile(&self, profile: KernelProfile) -> Self {
+        Context(Arc::new(ContextInner {
+            device: self.device.clone(),
+            queue: self.queue.clone(),
+            adapter: self.adapter.clone(),
+            limits: self.limits.clone(),
+            profile,
+            adopted: self.adopted,
+            sink: self.sink.clone(),
+            cache: Mutex::new(kernels::PipelineCache::default()),
+        }))
+    }
+
+    /// Largest byte size one storage binding (and so one tensor) may have.
+    pub fn max_binding(&self) -> u64 {
+        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+    }
+
+    /// Byte alignment of storage-binding offsets.
+    pub fn offset_align(&self) -> u64 {
+        self.limits.min_storage_buffer_offset_alignment.max(self.limits.min_uniform_buffer_offset_alignment) as u64
+    }
+
+    /// Run `f` with error scopes pushed and return wgpu's errors as an `Error` naming `what`.
+    /// On native the scopes resolve at once (wgpu-core validates synchronously).
+    pub async fn scoped_async<T>(&self, what: &str, f: impl FnOnce() -> T) -> Result<T> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let val = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        let e_val = val.pop().await;
+        let e_oom = oom.pop().await;
+        if let Some(e) = e_val.or(e_oom) {
+            return Err(Error::gpu(what, e));
+        }
+        self.check(what)?;
+        Ok(out)
+    }
+
+    /// Synchronous form of [`Self::scoped_async`]. On wasm the scope's result arrives later:
+    /// it is recorded and reported by the next call to [`Self::check`].
+    pub fn scoped<T>(&self, what: &str, f: impl FnOnce() -> T) -> Result<T> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            pollster::block_on(self.scoped_async(what, f))
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            self.check(what)?;
+            let val = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+            let out = f();
+            let sink = self.sink.clone();
+            let what = what.to_string();
+            let fut = val.pop();
+            wasm_bindgen_futures::spawn_local(async move {
+                if let Some(e) = fut.await {
+                    sink.push(format!("while {what}: {e}"));
+                }
+            });
+            Ok(out)
+        }
+    }
+
+    /// Report errors that reached the device outside a scope (including device loss).
+    pub fn check(&self, what: &str) -> Result<()> {
+        let errs = self.sink.take();
+        if errs.is_empty() { Ok(()) } else { Err(Error::gpu(what, errs.join("; "))) }
+    }
+
+    /// Non-blocking poll: lets finished readbacks deliver their data. No-op on the web.
+    pub fn poll(&self) {
+        let _ = self.device.poll(wgpu::PollType::Poll);
+    }
+
+    /// Block until all submitted work is done. Only called where the caller asked to wait.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::gpu("waiting for the GPU", e))
+    }
+
+    pub(crate) fn pipeline(&self, key: &KernelKey) -> Result<Arc<wgpu::ComputePipeline>> {
+        let mut cache = self.cache.lock().unwrap();
+        cache.get(self, key)
+    }
+
+    pub(crate) fn bind_layout(&self, key: &KernelKey) -> Arc<wgpu::BindGroupLayout> {
+        self.cache.lock().unwrap().bind_layout(&self.device, key)
+    }
+
+    /// How many pipelines this context has compiled (for plan statistics).
+    pub fn pipeline_count(&self) -> usize {
+        self.cache.lock().unwrap().len()
+    }
+}
+
+async fn pick_adapter(instance: &wgpu::Instance, opts: &ContextOptions) -> Result<wgpu::Adapter> {
+    #[cfg(not(target_arch = "wasm32"))]
+    let wanted = opts.adapter_name.clone().or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
+    #[cfg(target_arch = "wasm32")]
+    let wanted = opts.adapter_name.clone();
+
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Some(want) = wanted.as_ref().map(|w| w.to_lowercase()) {
+        let adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
+        let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+        return adapters
+            .into_iter()
+            .find(|a| a.get_info().name.to_lowercase().contains(&want))
+            .ok_or_else(|| Error::NoAdapter {
+                detail: format!(" whose name contains '{want}' (available: {})", names.join(", ")),
+                hint: NO_ADAPTER_HINT,
+            });
+    }
+    let _ = &wanted;
+    let power_preference = wgpu::PowerPreference::from_env().unwrap_or(wgpu::PowerPreference::HighPerformance);
+    instance
+        .request_adapter(&wgpu::RequestAdapterOptions { power_preference, ..Default::default() })
+        .await
+        .map_err(|e| Error::NoAdapter { detail: format!(" ({e})"), hint: NO_ADAPTER_HINT })
+}

@@ -1,0 +1,121 @@
+//! What an op emits when it is lowered: dispatches of WGSL kernels over tensors.
+//!
+//! Binding convention (every kernel in `shaders/` follows it): binding 0 is the uniform
+//! parameter block, bindings 1..=n are the storage buffers in the order the op lists them.
+//! All storage bindings are `read_write`: tensors share arena buffers, and WebGPU forbids
+//! read-only and writable bindings of the same buffer in one dispatch.
+
+use super::Var;
+use crate::gpu::{BindingKind, Context, KernelKey, KernelProfile};
+
+/// A storage binding of a dispatch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bind {
+    /// A tensor of the graph.
+    T(Var),
+    /// Scratch memory of the node being lowered (see [`Lowering::scratch`]).
+    Scratch(usize),
+}
+
+/// The uniform parameter block of one dispatch, as 32-bit words.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Params(pub Vec<u32>);
+
+impl Params {
+    pub fn new() -> Self {
+        Params(Vec::new())
+    }
+    pub fn u(mut self, v: usize) -> Self {
+        self.0.push(u32::try_from(v).expect("kernel parameter exceeds u32"));
+        self
+    }
+    pub fn f(mut self, v: f32) -> Self {
+        self.0.push(v.to_bits());
+        self
+    }
+    /// Pad to a multiple of 4 words, so a `vec4<u32>` array can follow.
+    pub fn align4(mut self) -> Self {
+        while self.0.len() % 4 != 0 {
+            self.0.push(0);
+        }
+        self
+    }
+    /// Append `vals` as a fixed-size `array<vec4<u32>, N/4>` of `n` words (zero padded).
+    pub fn arr(mut self, vals: &[usize], n: usize) -> Self {
+        assert!(vals.len() <= n, "kernel parameter array too long");
+        self = self.align4();
+        for i in 0..n {
+            self = self.u(vals.get(i).copied().unwrap_or(0));
+        }
+        self
+    }
+}
+
+/// One recorded dispatch.
+#[derive(Clone, Debug)]
+pub struct Cmd {
+    pub node: usize,
+    pub key: KernelKey,
+    pub params: Vec<u32>,
+    pub binds: Vec<Bind>,
+    pub groups: [u32; 3],
+}
+
+/// Collects the dispatches of each node, in order.
+pub struct Lowering<'a> {
+    pub ctx: &'a Context,
+    pub(crate) cmds: Vec<Cmd>,
+    /// Scratch buffers: (node, bytes, name).
+    pub(crate) scratch: Vec<(usize, u64, String)>,
+    pub(crate) node: usize,
+}
+
+/// Largest workgroup count in one dimension WebGPU guarantees.
+pub const MAX_GROUPS: u64 = 65535;
+
+impl<'a> Lowering<'a> {
+    pub(crate) fn new(ctx: &'a Context) -> Self {
+        Lowering { ctx, cmds: Vec::new(), scratch: Vec::new(), node: 0 }
+    }
+
+    pub fn profile(&self) -> &KernelProfile {
+        &self.ctx.profile
+    }
+
+    /// Dispatch `entry` of `shader` with the given parameters and storage bindings.
+    pub fn dispatch(&mut self, shader: &'static str, entry: &'static str, params: Params, binds: &[Bind], groups: [u32; 3]) {
+        self.dispatch_key(KernelKey::new(shader, entry), params, binds, groups)
+    }
+
+    /// Like [`Self::dispatch`] with override constants already set in `key`.
+    pub fn dispatch_key(&mut self, mut key: KernelKey, params: Params, binds: &[Bind], groups: [u32; 3]) {
+        key.bindings = std::iter::once((0, BindingKind::Uniform))
+            .chain((0..binds.len()).map(|i| (i as u32 + 1, BindingKind::ReadWrite)))
+            .collect();
+        self.cmds.push(Cmd { node: self.node, key, params: params.0, binds: binds.to_vec(), groups });
+    }
+
+    /// Temporary memory for this node only (partial sums, indices).
+    pub fn scratch(&mut self, elems: usize, name: &str) -> Bind {
+        self.scratch.push((self.node, (elems.max(1) * 4) as u64, name.to_string()));
+        Bind::Scratch(self.scratch.len() - 1)
+    }
+}
+
+/// Workgroup grid for `n` workgroups: 2-D when `n` exceeds one dimension's limit. Kernels
+/// recover the linear id with `wg_linear` from the prelude.
+pub fn grid(n: usize) -> [u32; 3] {
+    let n = n.max(1) as u64;
+    if n <= MAX_GROUPS {
+        [n as u32, 1, 1]
+    } else {
+        let y = n.div_ceil(MAX_GROUPS);
+        let x = n.div_ceil(y);
+        [x as u32, y as u32, 1]
+    }
+}
+
+/// Grid for one thread per element with workgroups of `wg` threads.
+pub fn grid_for(elems: usize, wg: usize) -> [u32; 3] {
+    grid(elems.div_ceil(wg))
+}

@@ -1,0 +1,17 @@
+//! webdistill: train and distil neural networks on any GPU through WebGPU.
+//!
+//! A training step is built once as a graph of ops on symbolic tensors ([`graph::Graph`]),
+//! differentiated at build time, compiled into a [`graph::Plan`] (ordered dispatches over an
+//! arena reused by liveness) and replayed with one submit per step. See docs/ARCHITECTURE.md.
+
+pub mod error;
+pub mod gpu;
+pub mod graph;
+pub mod ops;
+pub mod optim;
+pub mod store;
+
+pub use error::{Error, Result};
+pub use gpu::{AdapterReport, Context};
+pub use graph::{Graph, Plan, Var};
+pub use store::{Init, Param, Store};

@@ -1,0 +1,174 @@
+//! Cross-entropy (integer labels with label smoothing, or soft targets) averaged over rows,
+//! and top-k correctness counts. Kernels in `shaders/loss.wgsl`.
+
+use super::softmax::{rows_cols, softmax_cpu};
+use crate::error::{Error, Result};
+use crate::graph::lower::{grid, grid_for};
+use crate::graph::{Bind, CpuTensor, DType, Graph, Lowering, NodeRef, Op, Params, Var};
+
+fn ce_params(rows: usize, cols: usize, k: usize, smoothing: f32, scale: f32) -> Params {
+    Params::new().u(rows).u(cols).u(k).u(0).f(smoothing).f(scale).f(0.0).f(0.0)
+}
+
+/// Sum `rows` per-row values in `src` into `dst[0]`, times `scale`.
+pub(crate) fn sum_rows_into(l: &mut Lowering, src: Bind, dst: Bind, rows: usize, scale: f32) {
+    let p = Params::new()
+        .u(1)
+        .u(rows)
+        .u(0)
+        .u(1)
+        .f(scale)
+        .u(0)
+        .u(0)
+        .u(0)
+        .arr(&[], 8)
+        .arr(&[], 8)
+        .arr(&[rows], 8)
+        .arr(&[1], 8);
+    if rows > 1024 {
+        l.dispatch("reduce", "reduce_wg", p, &[src, dst], grid(1));
+    } else {
+        l.dispatch("reduce", "reduce_serial", p, &[src, dst], grid(1));
+    }
+}
+
+/// Mean cross-entropy; input 1 is U32 labels (`soft == false`) or F32 targets.
+#[derive(Debug)]
+struct CrossEntropyOp {
+    smoothing: f32,
+    soft: bool,
+}
+
+impl Op for CrossEntropyOp {
+    fn name(&self) -> &'static str {
+        if self.soft { "cross_entropy_soft" } else { "cross_entropy" }
+    }
+    fn backward(&self, g: &mut Graph, n: &NodeRef, gy: &[Option<Var>]) -> Result<Vec<Option<Var>>> {
+        let Some(gy) = gy[0] else { return Ok(vec![None, None]) };
+        let shape = n.inputs[0].shape.clone();
+        let op = CrossEntropyGradOp { smoothing: self.smoothing, soft: self.soft };
+        let dz = g.push(op, &[n.inputs[0].var, n.inputs[1].var, gy], shape, DType::F32)?;
+        // Targets are data (labels, a detached teacher): no gradient flows into them.
+        Ok(vec![Some(dz), None])
+    }
+    fn lower(&self, n: &NodeRef, l: &mut Lowering) -> Result<()> {
+        let (rows, cols) = rows_cols(&n.inputs[0].shape);
+        let per_row = l.scratch(rows, "per-row loss");
+        let p = ce_params(rows, cols, 0, self.smoothing, 1.0);
+        let entry = if self.soft { "ce_soft_rows" } else { "ce_rows" };
+        l.dispatch("loss", entry, p, &[Bind::T(n.inputs[0].var), Bind::T(n.inputs[1].var), per_row], grid_for(rows, 64));
+        sum_rows_into(l, per_row, Bind::T(n.outputs[0].var), rows, 1.0 / rows as f32);
+        Ok(())
+    }
+    fn cpu(&self, _n: &NodeRef, x: &[&CpuTensor]) -> Result<Vec<CpuTensor>> {
+        let (rows, cols) = rows_cols(&x[0].shape);
+        let ls = softmax_cpu(x[0], true);
+        let eps = self.smoothing as f64;
+        let mut total = 0.0;
+        for r in 0..rows {
+            for c in 0..cols {
+                let t = if self.soft { x[1].data[r * cols + c] } else if x[1].data[r] as usize == c { 1.0 } else { 0.0 };
+                let q = (1.0 - eps) * t + eps / cols as f64;
+                total -= q * ls.data[r * cols + c];
+            }
+        }
+        Ok(vec![CpuTensor::new(&[1], vec![total / rows as f64])])
+    }
+}
+
+#[derive(Debug)]
+struct CrossEntropyGradOp {
+    smoothing: f32,
+    soft: bool,
+}
+
+impl Op for CrossEntropyGradOp {
+    fn name(&self) -> &'static str {
+        "cross_entropy_grad"
+    }
+    fn lower(&self, n: &NodeRef, l: &mut Lowering) -> Result<()> {
+        let (rows, cols) = rows_cols(&n.inputs[0].shape);
+        let p = ce_params(rows, cols, 0, self.smoothing, 1.0 / rows as f32);
+        let entry = if self.soft { "ce_soft_grad" } else { "ce_grad" };
+        let binds = [Bind::T(n.inputs[0].var), Bind::T(n.inputs[1].var), Bind::T(n.outputs[0].var), Bind::T(n.inputs[2].var)];
+        l.dispatch("loss", entry, p, &binds, grid_for(rows, 64));
+        Ok(())
+    }
+}
+
+/// Number of rows whose label is among the top-k logits (as f32, shape [1]).
+#[derive(Debug)]
+struct TopKCorrectOp {
+    k: usize,
+}
+
+impl Op for TopKCorrectOp {
+    fn name(&self) -> &'static str {
+        "topk_correct"
+    }
+    fn lower(&self, n: &NodeRef, l: &mut Lowering) -> Result<()> {
+        let (rows, cols) = rows_cols(&n.inputs[0].shape);
+        let per_row = l.scratch(rows, "per-row correct");
+        let p = ce_params(rows, cols, self.k, 0.0, 1.0);
+        l.dispatch("loss", "topk_correct", p, &[Bind::T(n.inputs[0].var), Bind::T(n.inputs[1].var), per_row], grid_for(rows, 64));
+        sum_rows_into(l, per_row, Bind::T(n.outputs[0].var), rows, 1.0);
+        Ok(())
+    }
+    fn cpu(&self, _n: &NodeRef, x: &[&CpuTensor]) -> Result<Vec<CpuTensor>> {
+        let (rows, cols) = rows_cols(&x[0].shape);
+        let mut count = 0.0;
+        for r in 0..rows {
+            let y = x[1].data[r] as usize;
+            let zy = x[0].data[r * cols + y];
+            let above = (0..cols).filter(|&c| {
+                let z = x[0].data[r * cols + c];
+                z > zy || (z == zy && c < y)
+            });
+            if above.count() < self.k {
+                count += 1.0;
+            }
+        }
+        Ok(vec![CpuTensor::new(&[1], vec![count])])
+    }
+}
+
+fn check_logits(g: &Graph, op: &'static str, logits: Var, rows: usize) -> Result<(usize, usize)> {
+    let s = g.shape(logits);
+    if s.len() != 2 || g.dtype(logits) != DType::F32 {
+        return Err(Error::shape(op, format!("logits must be F32 [rows, classes], got {s:?}")));
+    }
+    if s[0] != rows {
+        return Err(Error::shape(op, format!("logits {s:?} and targets disagree on the number of rows ({} vs {rows})", s[0])));
+    }
+    Ok((s[0], s[1]))
+}
+
+impl Graph {
+    /// Mean cross-entropy of `logits` [B, C] with U32 `labels` [B]; `smoothing` as PyTorch's
+    /// `label_smoothing` (target = (1-eps) onehot + eps/C).
+    pub fn cross_entropy(&mut self, logits: Var, labels: Var, smoothing: f32) -> Result<Var> {
+        if self.dtype(labels) != DType::U32 || self.shape(labels).len() != 1 {
+            return Err(Error::shape("cross_entropy", format!("labels must be U32 [rows], got {:?} {:?}", self.dtype(labels), self.shape(labels))));
+        }
+        let rows = self.shape(labels)[0];
+        check_logits(self, "cross_entropy", logits, rows)?;
+        self.push(CrossEntropyOp { smoothing, soft: false }, &[logits, labels], vec![1], DType::F32)
+    }
+
+    /// Mean cross-entropy with soft targets [B, C] (probabilities), optionally smoothed.
+    pub fn cross_entropy_soft(&mut self, logits: Var, targets: Var, smoothing: f32) -> Result<Var> {
+        let rows = self.shape(targets)[0];
+        let (_, cols) = check_logits(self, "cross_entropy_soft", logits, rows)?;
+        if self.shape(targets) != [rows, cols] || self.dtype(targets) != DType::F32 {
+            return Err(Error::shape("cross_entropy_soft", format!("targets {:?} do not match logits {:?}", self.shape(targets), self.shape(logits))));
+        }
+        self.push(CrossEntropyOp { smoothing, soft: true }, &[logits, targets], vec![1], DType::F32)
+    }
+
+    /// How many rows have their label among the `k` largest logits (shape [1], F32).
+    pub fn topk_correct(&mut self, logits: Var, labels: Var, k: usize) -> Result<Var> {
+        let rows = self.shape(labels)[0];
+        check_logits(self, "topk_correct", logits, rows)?;
+        self.push(TopKCorrectOp { k }, &[logits, labels], vec![1], DType::F32)
+    }
+}

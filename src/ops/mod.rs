@@ -1,0 +1,12 @@
+//! Ops: each file pairs an op family's forward and backward rules, the kernels they dispatch
+//! (in `shaders/`), and the f64 CPU reference the tests compare against.
+
+pub mod elementwise;
+pub mod layout;
+pub mod loss;
+pub mod matmul;
+pub mod reduce;
+pub mod softmax;
+
+pub use elementwise::{Binary, Unary};
+pub use reduce::Reduce;
