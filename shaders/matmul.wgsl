@@ -1,8 +1,10 @@
 // Batched matrix multiply C[b] = op(A[b]) @ op(B[b]) (+ bias[n]).
 // Element (m, k) of A is at b*sab + m*ars + k*acs, so transposes are just strides.
 // Two variants, chosen per adapter (src/gpu/mod.rs, KernelProfile):
-//   mm_register: each thread owns a 4x4 block in registers; no shared memory, no barriers.
-//                Best on software adapters, where barriers are very expensive.
+//   mm_register_v4 / mm_register: each thread owns a block of outputs in registers; no
+//                shared memory, no barriers. Best on software adapters, where barriers are
+//                very expensive. The v4 form needs 4-aligned shapes; mm_register is the
+//                general fallback (4x4 scalar loads).
 //   mm_tiled:    64x64 workgroup tiles staged through workgroup memory, 4x4 per thread.
 //                The usual shape for real GPUs.
 
@@ -114,5 +116,72 @@ fn mm_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id)
         mm_store(b, m, nt + lid.x + 16u, acc[i].y);
         mm_store(b, m, nt + lid.x + 32u, acc[i].z);
         mm_store(b, m, nt + lid.x + 48u, acc[i].w);
+    }
+}
+
+// mm_register_v4: the register variant with vec4 loads. 4x4 blocks of A and B are loaded as
+// four vec4 each and multiplied as mat4x4; each thread owns 8x8 outputs (four mat4x4). Needs
+// K % 4 == 0 and the layouts noted at load_a4/load_b4 (checked on the host). On software
+// adapters every storage load is a per-lane gather, so fewer, wider loads is what pays.
+@group(0) @binding(1) var<storage, read_write> ma4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> mb4: array<vec4<f32>>;
+
+// Block of A: column c = A[m0..m0+4, k+c]. Rows past M are clamped (their results are
+// never stored); a transposed A (stored [K][M]) needs M % 4 == 0.
+fn load_a4(base: u32, m0: u32, k: u32) -> mat4x4<f32> {
+    if (mp.ars == 1u) {
+        let i = (base + k * mp.acs + min(m0, mp.m - 4u)) / 4u;
+        let s = mp.acs / 4u;
+        return mat4x4<f32>(ma4[i], ma4[i + s], ma4[i + 2u * s], ma4[i + 3u * s]);
+    }
+    let r = mp.m - 1u;
+    return transpose(mat4x4<f32>(
+        ma4[(base + min(m0, r) * mp.ars + k) / 4u], ma4[(base + min(m0 + 1u, r) * mp.ars + k) / 4u],
+        ma4[(base + min(m0 + 2u, r) * mp.ars + k) / 4u], ma4[(base + min(m0 + 3u, r) * mp.ars + k) / 4u]));
+}
+
+// Block of B: column j = B[k..k+4, n0+j]. A row-major B needs N % 4 == 0.
+fn load_b4(base: u32, k: u32, n0: u32) -> mat4x4<f32> {
+    if (mp.brs == 1u) {
+        let r = mp.n - 1u;
+        return mat4x4<f32>(
+            mb4[(base + min(n0, r) * mp.bcs + k) / 4u], mb4[(base + min(n0 + 1u, r) * mp.bcs + k) / 4u],
+            mb4[(base + min(n0 + 2u, r) * mp.bcs + k) / 4u], mb4[(base + min(n0 + 3u, r) * mp.bcs + k) / 4u]);
+    }
+    let i = (base + k * mp.brs + min(n0, mp.n - 4u)) / 4u;
+    let s = mp.brs / 4u;
+    return transpose(mat4x4<f32>(mb4[i], mb4[i + s], mb4[i + 2u * s], mb4[i + 3u * s]));
+}
+
+@compute @workgroup_size(8, 8, 1)
+fn mm_register_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let b = wid.z;
+    let m0 = (wid.y * 8u + lid.y) * 8u;
+    let n0 = (wid.x * 8u + lid.x) * 8u;
+    let abase = b * mp.sab;
+    let bbase = b * mp.sbb;
+    var c00 = mat4x4<f32>();
+    var c01 = mat4x4<f32>();
+    var c10 = mat4x4<f32>();
+    var c11 = mat4x4<f32>();
+    for (var k = 0u; k < mp.k; k = k + 4u) {
+        let a0 = load_a4(abase, m0, k);
+        let a1 = load_a4(abase, m0 + 4u, k);
+        let b0 = load_b4(bbase, k, n0);
+        let b1 = load_b4(bbase, k, n0 + 4u);
+        c00 = c00 + a0 * b0;
+        c01 = c01 + a0 * b1;
+        c10 = c10 + a1 * b0;
+        c11 = c11 + a1 * b1;
+    }
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        mm_store(b, m0, n0 + j, c00[j].x); mm_store(b, m0 + 1u, n0 + j, c00[j].y);
+        mm_store(b, m0 + 2u, n0 + j, c00[j].z); mm_store(b, m0 + 3u, n0 + j, c00[j].w);
+        mm_store(b, m0, n0 + 4u + j, c01[j].x); mm_store(b, m0 + 1u, n0 + 4u + j, c01[j].y);
+        mm_store(b, m0 + 2u, n0 + 4u + j, c01[j].z); mm_store(b, m0 + 3u, n0 + 4u + j, c01[j].w);
+        mm_store(b, m0 + 4u, n0 + j, c10[j].x); mm_store(b, m0 + 5u, n0 + j, c10[j].y);
+        mm_store(b, m0 + 6u, n0 + j, c10[j].z); mm_store(b, m0 + 7u, n0 + j, c10[j].w);
+        mm_store(b, m0 + 4u, n0 + 4u + j, c11[j].x); mm_store(b, m0 + 5u, n0 + 4u + j, c11[j].y);
+        mm_store(b, m0 + 6u, n0 + 4u + j, c11[j].z); mm_store(b, m0 + 7u, n0 + 4u + j, c11[j].w);
     }
 }

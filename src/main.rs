@@ -1,3 +1,7 @@
 fn main() {
-    println!("webdistill");
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Err(e) = webdistill::cli::main() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
 }

@@ -238,10 +238,32 @@ impl Store {
         self.param_with(name, shape, init, shape.len() >= 2)
     }
 
-    /// Register non-trainable state.
+    /// Register non-trainable state. State may be added after the upload (optimizer counters,
+    /// say): it then gets a page of its own.
     pub fn state(&mut self, name: &str, shape: &[usize], dtype: DType, init: Init) -> Result<StateRef> {
-        self.check_new(name, shape)?;
+        if self.names.contains_key(name) {
+            return Err(Error::usage(format!("a tensor named '{name}' is already in the store")));
+        }
+        crate::graph::check_shape("store", name, shape)?;
         let s = StateRef(Arc::new(EntryInfo { id: self.states.len(), name: name.into(), shape: shape.into(), dtype, decay: false }));
+        if let Some(gpu) = self.gpu.as_mut() {
+            let ctx = gpu.ctx.clone();
+            let bytes = (s.numel() * 4) as u64;
+            if bytes > ctx.max_binding() {
+                return Err(Error::TooLarge { tensor: name.into(), bytes, limit_name: "max storage binding size", limit: ctx.max_binding() });
+            }
+            let pool = ctx.scoped("allocating state", || make_pool(&ctx, &[bytes], "state"))?;
+            gpu.state_locs.push(Loc { page: gpu.states.pages.len(), offset: 0, bytes });
+            gpu.states.pages.extend(pool.pages);
+            gpu.states.page_bytes.extend(pool.page_bytes);
+            self.names.insert(name.into(), (false, s.id()));
+            self.states.push(s.clone());
+            self.state_init.push(init.clone());
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(self.seed ^ 0xA5A5 ^ (s.id() as u64) << 20);
+            let v = init.fill(s.numel(), &mut rng);
+            self.write_state(&s, &v)?;
+            return Ok(s);
+        }
         self.names.insert(name.into(), (false, s.id()));
         self.states.push(s.clone());
         self.state_init.push(init);

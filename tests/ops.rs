@@ -22,6 +22,18 @@ fn matmul_transposes_and_bias() {
 }
 
 #[test]
+fn matmul_vec4_path_with_ragged_tiles() {
+    // 4-aligned K (and M when A is transposed, N when B is not) take the vec4 kernel on
+    // software adapters; sizes are not multiples of its 64x64 tile.
+    for (m, k, n, ta, tb) in [(67, 44, 36, false, false), (68, 44, 33, false, true), (68, 44, 36, true, false), (68, 44, 33, true, true), (5, 8, 4, false, false)] {
+        let a = if ta { rand_tensor(&[k, m], 15) } else { rand_tensor(&[m, k], 15) };
+        let b = if tb { rand_tensor(&[n, k], 16) } else { rand_tensor(&[k, n], 16) };
+        OpCase::new("matmul vec4", vec![a, b]).check(|g, x| g.matmul_ex(x[0], x[1], ta, tb, None));
+    }
+    OpCase::new("batched vec4", vec![rand_tensor(&[3, 12, 8], 17), rand_tensor(&[3, 8, 20], 18)]).check(|g, x| g.matmul(x[0], x[1]));
+}
+
+#[test]
 fn matmul_batched_and_broadcast() {
     OpCase::new("batched matmul", vec![rand_tensor(&[3, 5, 7], 6), rand_tensor(&[3, 7, 9], 7)]).check(|g, x| g.matmul(x[0], x[1]));
     OpCase::new("broadcast matmul", vec![rand_tensor(&[2, 3, 5, 7], 8), rand_tensor(&[7, 9], 9)]).check(|g, x| g.matmul(x[0], x[1]));

@@ -117,11 +117,16 @@ impl PipelineCache {
         if !self.modules.contains_key(key.shader) {
             let src = shader_source(key.shader)
                 .ok_or_else(|| Error::usage(format!("no shader family '{}'", key.shader)))?;
+            let desc = wgpu::ShaderModuleDescriptor { label: Some(key.shader), source: wgpu::ShaderSource::Wgsl(src.into()) };
             let module = ctx.scoped(&format!("compiling shader '{}'", key.shader), || {
-                ctx.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(key.shader),
-                    source: wgpu::ShaderSource::Wgsl(src.into()),
-                })
+                if !ctx.profile.bounds_checks {
+                    // SAFETY: only on Vulkan, whose core robustBufferAccess (enabled by wgpu)
+                    // keeps every access inside its binding; our kernels clamp their indices
+                    // anyway and are tested on odd sizes. See KernelProfile::bounds_checks.
+                    unsafe { ctx.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks { bounds_checks: false, force_loop_bounding: false, ..wgpu::ShaderRuntimeChecks::checked() }) }
+                } else {
+                    ctx.device.create_shader_module(desc)
+                }
             })?;
             self.modules.insert(key.shader, module);
         }

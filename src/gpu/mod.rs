@@ -65,8 +65,11 @@ impl fmt::Display for AdapterReport {
 pub enum MatmulVariant {
     /// Workgroup-shared tiles with barriers: the right shape for real GPUs.
     Tiled,
-    /// Each thread keeps a 4x4 block in registers, no shared memory, no barriers: software adapters.
+    /// Each thread keeps a block of outputs in registers, no shared memory, no barriers:
+    /// software adapters. Uses vec4 loads when the shapes are 4-aligned.
     Register,
+    /// The register variant without the vec4 form (benchmarks compare the two).
+    RegisterScalar,
 }
 
 impl MatmulVariant {
@@ -74,6 +77,7 @@ impl MatmulVariant {
         match s.to_ascii_lowercase().as_str() {
             "tiled" => Some(Self::Tiled),
             "register" | "reg" => Some(Self::Register),
+            "register-scalar" => Some(Self::RegisterScalar),
             _ => None,
         }
     }
@@ -81,6 +85,7 @@ impl MatmulVariant {
         match self {
             Self::Tiled => "tiled",
             Self::Register => "register",
+            Self::RegisterScalar => "register-scalar",
         }
     }
 }
@@ -91,19 +96,30 @@ pub struct KernelProfile {
     pub matmul: MatmulVariant,
     /// Prefer one thread per row over a workgroup reduction for rows up to this length.
     pub serial_row_max: usize,
+    /// Let naga insert index clamps into every storage access. On Vulkan the driver's
+    /// robustBufferAccess already confines accesses to their bindings and our kernels clamp
+    /// their own indices, so the clamps are dropped there: it doubles matmul throughput on
+    /// lavapipe. `WEBDISTILL_BOUNDS_CHECKS=1` puts them back.
+    pub bounds_checks: bool,
 }
 
 impl KernelProfile {
     pub fn for_adapter(report: &AdapterReport) -> Self {
+        #[allow(unused_mut)]
+        let bounds_checks = report.backend != "Vulkan";
         let mut p = if report.software {
-            KernelProfile { matmul: MatmulVariant::Register, serial_row_max: 4096 }
+            KernelProfile { matmul: MatmulVariant::Register, serial_row_max: 4096, bounds_checks }
         } else {
-            KernelProfile { matmul: MatmulVariant::Tiled, serial_row_max: 256 }
+            KernelProfile { matmul: MatmulVariant::Tiled, serial_row_max: 256, bounds_checks }
         };
         // An override for benchmarks and for users who know their adapter better.
         #[cfg(not(target_arch = "wasm32"))]
         if let Some(v) = std::env::var("WEBDISTILL_MATMUL").ok().and_then(|s| MatmulVariant::parse(&s)) {
             p.matmul = v;
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Ok(v) = std::env::var("WEBDISTILL_BOUNDS_CHECKS") {
+            p.bounds_checks = v != "0";
         }
         p
     }

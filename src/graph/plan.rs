@@ -487,6 +487,24 @@ impl Plan {
         self.ctx.check("running a plan dispatch by dispatch")
     }
 
+    /// Submit each dispatch on its own and wait for it (for the dispatch-cost benchmark only).
+    #[doc(hidden)]
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn step_unbatched_waiting(&self) -> Result<()> {
+        for c in &self.cmds {
+            let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+                pass.set_pipeline(&c.pipeline);
+                pass.set_bind_group(0, &c.bind_group, &[]);
+                pass.dispatch_workgroups(c.groups[0], c.groups[1], c.groups[2]);
+            }
+            self.ctx.queue.submit([enc.finish()]);
+            self.ctx.wait()?;
+        }
+        self.ctx.check("running a plan dispatch by dispatch")
+    }
+
     /// Start reading several tensors back (one copy, one mapping). Take the values later with
     /// [`Pending::try_take`] (never blocks), `take().await`, or `wait()` (native).
     pub fn request(&self, vars: &[Var]) -> Result<Pending> {

@@ -81,11 +81,15 @@ impl Op for MatmulOp {
         let c = n.outputs[0].var;
         let bias = if self.bias { n.inputs[2].var } else { c };
         let binds = [Bind::T(n.inputs[0].var), Bind::T(n.inputs[1].var), Bind::T(c), Bind::T(bias)];
-        let (entry, tile) = match l.profile().matmul {
-            MatmulVariant::Register => ("mm_register", 32),
-            MatmulVariant::Tiled => ("mm_tiled", 64),
+        // The vec4 form reads 4-element vectors along K, along M when A is transposed, and
+        // along N when B is not.
+        let v4 = d.k % 4 == 0 && (!self.ta || d.m % 4 == 0) && (self.tb || d.n % 4 == 0) && d.m >= 4 && d.n >= 4;
+        let (entry, tn, tm) = match l.profile().matmul {
+            MatmulVariant::Register if v4 => ("mm_register_v4", 64, 64),
+            MatmulVariant::Register | MatmulVariant::RegisterScalar => ("mm_register", 32, 32),
+            MatmulVariant::Tiled => ("mm_tiled", 64, 64),
         };
-        let groups = [d.n.div_ceil(tile) as u32, d.m.div_ceil(tile) as u32, d.batch as u32];
+        let groups = [d.n.div_ceil(tn) as u32, d.m.div_ceil(tm) as u32, d.batch as u32];
         l.dispatch("matmul", entry, p, &binds, groups);
         Ok(())
     }
