@@ -127,3 +127,20 @@ fn binary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     }
     bc[i] = binary_f(bp.op, ba[ia], bb[ib]);
 }
+
+// Dropout (group = 1) and drop path / stochastic depth (group = elements per sample):
+// y = x * keep / (1 - p), keep drawn per group from (step counter, salt, group index), so
+// the backward pass recomputes the same mask. Bindings: x (1), y (2), step (3).
+struct DropP { n: u32, group: u32, salt: u32, seed: u32, p: f32, _q0: f32, _q1: f32, _q2: f32 }
+@group(0) @binding(0) var<uniform> dp: DropP;
+@group(0) @binding(1) var<storage, read_write> dx_in: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dy_out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dstep: array<u32>;
+
+@compute @workgroup_size(256)
+fn drop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = elem_index(wid, nwg, lid);
+    if (i >= dp.n) { return; }
+    let u = rand01(dp.seed ^ dstep[0], dp.salt, i / dp.group);
+    dy_out[i] = select(0.0, dx_in[i] / (1.0 - dp.p), u >= dp.p);
+}

@@ -6,9 +6,13 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cli;
+pub mod checkpoint;
 pub mod error;
+pub mod golden;
 pub mod gpu;
 pub mod graph;
+pub mod models;
+pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod store;

@@ -139,3 +139,46 @@ fn layout_ops() {
     OpCase::new("expand", vec![rand_tensor(&[3, 1, 5], 81)]).check(|g, v| g.expand(v[0], &[3, 4, 5]));
     OpCase::new("concat", vec![x.clone(), rand_tensor(&[3, 2, 5], 82), rand_tensor(&[3, 1, 5], 83)]).check(|g, v| g.concat(v, 1));
 }
+
+#[test]
+fn layer_norm_last_axis() {
+    for shape in [vec![6usize, 13], vec![2, 3, 700]] {
+        let d = shape[shape.len() - 1];
+        let x = rand_tensor(&shape, 90).map(|v| v * 2.0 + 0.3);
+        let w = rand_tensor(&[d], 91).map(|v| v + 1.0);
+        let b = rand_tensor(&[d], 92);
+        OpCase::new("layer_norm affine", vec![x.clone(), w, b]).check(|g, v| g.layer_norm(v[0], Some(v[1]), Some(v[2]), 1e-6));
+        OpCase::new("layer_norm", vec![x]).check(|g, v| g.layer_norm(v[0], None, None, 1e-5));
+    }
+}
+
+#[test]
+fn dropout_and_drop_path_masks() {
+    use webdistill::graph::Graph;
+    let mut g = Graph::new();
+    let x = g.input("x", &[64, 50]).unwrap();
+    let step = g.input_u32("step", &[1]).unwrap();
+    let y = g.dropout(x, 0.25, step, 7).unwrap();
+    let z = g.drop_path(x, 0.5, step, 7).unwrap();
+    g.keep(y);
+    g.keep(z);
+    let ctx = common::ctx();
+    let mut store = webdistill::Store::new(0);
+    let plan = webdistill::Plan::compile(&ctx, &g, &mut store, "drop").unwrap();
+    plan.write(x, &vec![1.0; 3200]).unwrap();
+    plan.write_u32(step, &[3]).unwrap();
+    plan.step().unwrap();
+    let yv = plan.read(y).unwrap();
+    let kept = yv.iter().filter(|&&v| v != 0.0).count() as f64 / 3200.0;
+    assert!((kept - 0.75).abs() < 0.04, "dropout kept {kept}");
+    assert!(yv.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6));
+    let zv = plan.read(z).unwrap();
+    for r in 0..64 {
+        let row = &zv[r * 50..(r + 1) * 50];
+        assert!(row.iter().all(|&v| v == row[0]) && (row[0] == 0.0 || row[0] == 2.0), "drop path row {r}");
+    }
+    // Another step draws another mask.
+    plan.write_u32(step, &[4]).unwrap();
+    plan.step().unwrap();
+    assert_ne!(plan.read(y).unwrap(), yv);
+}

@@ -1,10 +1,12 @@
 //! The native command-line tool: a thin shell over the library.
 
 pub mod bench;
+pub mod predict;
 
 use crate::error::Result;
 use crate::gpu::Context;
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
 #[command(name = "webdistill", version, about = "Train and distil neural networks on any GPU through WebGPU")]
@@ -25,6 +27,25 @@ pub enum Command {
         /// Matrix sizes for the matmul benchmark.
         #[arg(long, value_delimiter = ',', default_values_t = vec![256usize, 512, 1024])]
         sizes: Vec<usize>,
+    },
+    /// List the models: parameters, FLOPs per image, stage feature shapes.
+    Models,
+    /// Eval-mode logits of a model for a float32 [N, C, H, W] .npy batch.
+    Predict {
+        #[arg(long)]
+        model: String,
+        /// Weights (.safetensors, PyTorch state-dict names).
+        #[arg(long)]
+        weights: PathBuf,
+        /// float32 .npy of shape [N, C, H, W] (C order).
+        #[arg(long)]
+        input: PathBuf,
+        /// Where to write float32 logits [N, classes] as .npy.
+        #[arg(long)]
+        out: PathBuf,
+        /// Images per GPU batch.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
     },
 }
 
@@ -52,6 +73,14 @@ pub fn main() -> Result<()> {
         Some(Command::Bench { what, sizes }) => {
             let ctx = Context::new()?;
             bench::run(&ctx, &what, &sizes)?;
+        }
+        Some(Command::Models) => predict::list_models()?,
+        Some(Command::Predict { model, weights, input, out, batch }) => {
+            let (shape, x) = predict::read_npy(&input)?;
+            let ctx = Context::new()?;
+            let (oshape, logits) = predict::predict(&ctx, &model, &weights, &shape, &x, batch)?;
+            predict::write_npy(&out, &oshape, &logits)?;
+            println!("wrote {} logits {:?} to {}", model, oshape, out.display());
         }
         None => {
             let ctx = Context::new()?;

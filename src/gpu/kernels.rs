@@ -19,6 +19,7 @@ const SHADERS: &[(&str, &str)] = &[
     ("loss", include_str!("../../shaders/loss.wgsl")),
     ("layout", include_str!("../../shaders/layout.wgsl")),
     ("optim", include_str!("../../shaders/optim.wgsl")),
+    ("norm", include_str!("../../shaders/norm.wgsl")),
 ];
 
 /// All shader file names, for the validation test.

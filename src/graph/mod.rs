@@ -131,6 +131,12 @@ pub trait Op: fmt::Debug + Send + Sync {
         &[]
     }
 
+    /// Floating-point operations of the forward computation (a multiply-add counts 2).
+    fn flops(&self, n: &NodeRef) -> u64 {
+        let _ = n;
+        0
+    }
+
     /// `Some(i)`: the single output is input `i` under another shape (no kernel, same memory).
     fn alias_of(&self) -> Option<usize> {
         None
@@ -327,6 +333,11 @@ impl Graph {
             inputs: n.inputs.iter().map(|&v| self.desc(v)).collect(),
             outputs: n.outputs.iter().map(|&v| self.desc(v)).collect(),
         }
+    }
+
+    /// Total FLOPs of the graph's ops (multiply-add = 2).
+    pub fn flops(&self) -> u64 {
+        (0..self.nodes.len()).map(|i| self.nodes[i].op.flops(&self.node_ref(i))).sum()
     }
 
     /// Follow alias ops (reshape) to the tensor that owns the memory.

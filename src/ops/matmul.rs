@@ -58,6 +58,11 @@ impl Op for MatmulOp {
         Ok(out)
     }
 
+    fn flops(&self, n: &NodeRef) -> u64 {
+        let d = self.dims(&n.inputs[0].shape, &n.inputs[1].shape);
+        2 * (d.batch * d.m * d.n * d.k) as u64
+    }
+
     fn lower(&self, n: &NodeRef, l: &mut Lowering) -> Result<()> {
         let (sa, sb) = (&n.inputs[0].shape, &n.inputs[1].shape);
         let d = self.dims(sa, sb);

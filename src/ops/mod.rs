@@ -5,6 +5,8 @@ pub mod elementwise;
 pub mod layout;
 pub mod loss;
 pub mod matmul;
+pub mod norm;
+pub mod random;
 pub mod reduce;
 pub mod softmax;
 

@@ -1,0 +1,87 @@
+//! Deterministic synthetic weights and inputs shared with `scripts/golden_common.py`, so
+//! golden tests need no weight files: both sides compute every tensor from its name with
+//! the same integer hash, PyTorch runs the model once and only the logits are committed.
+
+/// FNV-1a over the bytes of a name.
+pub fn name_hash(name: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// SplitMix64 finaliser.
+pub fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Value in [-1, 1) for element `i` of the tensor called `name`.
+pub fn unit(name: &str, i: u64) -> f64 {
+    let r = splitmix64(name_hash(name) ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    (r >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+}
+
+/// A plausible value for element `i` of a state-dict tensor, by naming convention:
+/// weights (rank >= 2) have variance 1/fan_in, norm scales are near 1, biases and shifts are
+/// small, running variances are in [0.5, 1.5], position embeddings and class tokens ~0.02.
+pub fn synthetic(name: &str, shape: &[usize]) -> Vec<f32> {
+    let n: usize = shape.iter().product();
+    let last = name.rsplit('.').next().unwrap_or(name);
+    let fan_in: usize = shape.iter().skip(1).product::<usize>().max(1);
+    (0..n as u64)
+        .map(|i| {
+            let u = unit(name, i);
+            let v = if last == "running_var" {
+                1.0 + 0.5 * u
+            } else if last == "running_mean" {
+                0.1 * u
+            } else if last == "num_batches_tracked" {
+                0.0
+            } else if name.contains("pos_embed") || name.contains("cls_token") || name.contains("relative_position_bias_table") {
+                0.02 * u
+            } else if shape.len() >= 2 {
+                u * (3.0 / fan_in as f64).sqrt()
+            } else if last == "weight" || last == "alpha" {
+                1.0 + 0.1 * u
+            } else {
+                0.1 * u
+            };
+            v as f32
+        })
+        .collect()
+}
+
+/// Fill every tensor of a store (under `prefix`) with its synthetic values.
+pub fn fill_store(store: &crate::store::Store, prefix: &str) -> crate::Result<()> {
+    let (params, states) = crate::checkpoint::entries(store, prefix);
+    for (n, p) in params {
+        store.write_param(&p, crate::store::Which::Value, &synthetic(&n, p.shape()))?;
+    }
+    for (n, s) in states {
+        store.write_state(&s, &synthetic(&n, s.shape()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NAME_HASH_FC_WEIGHT: u64 = 0x79fb_28a7_5603_c7a0;
+    const SYNTH_FC_WEIGHT: [f32; 6] = [-0.03070837, 0.15385172, 0.06956628, -0.41214088, -0.93854696, 0.46743795];
+
+    #[test]
+    fn matches_the_python_twin() {
+        // Printed by scripts/golden_common.py for the same names.
+        assert_eq!(name_hash("fc.weight"), NAME_HASH_FC_WEIGHT);
+        let v = synthetic("fc.weight", &[2, 3]);
+        for (a, b) in v.iter().zip(SYNTH_FC_WEIGHT) {
+            assert!((a - b).abs() < 1e-7, "{v:?}");
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Backbones by name: CNNs, vision transformers, MLP mixers. Each family has its own file
+//! and registers its names in [`REGISTRY`]. Parameter names and layouts are exactly those of
+//! the PyTorch/timm state dicts they mirror, so `.safetensors` files move both ways.
+
+use crate::error::{Error, Result};
+use crate::graph::{Graph, Var};
+use crate::nn::{Builder, Fwd};
+use crate::store::Store;
+
+/// Architecture family: decides the OFA-KD branch design and what FitNet may pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// Convolutional: stage features are [C, H, W] maps.
+    Cnn,
+    /// Vision transformer: token features [N, D] (with class tokens).
+    Vit,
+    /// Swin: token features on a shrinking grid, no class token.
+    Swin,
+    /// MLP-Mixer / ResMLP: token features [N, D], no class token.
+    Mlp,
+}
+
+/// Shape of one stage feature, per image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeatureShape {
+    /// NCHW map.
+    Map { c: usize, h: usize, w: usize },
+    /// [tokens, dim], of which the first `prefix` are class/distillation tokens.
+    Tokens { n: usize, d: usize, prefix: usize },
+}
+
+impl FeatureShape {
+    pub fn numel(&self) -> usize {
+        match *self {
+            FeatureShape::Map { c, h, w } => c * h * w,
+            FeatureShape::Tokens { n, d, .. } => n * d,
+        }
+    }
+}
+
+impl std::fmt::Display for FeatureShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            FeatureShape::Map { c, h, w } => write!(f, "{c}x{h}x{w}"),
+            FeatureShape::Tokens { n, d, prefix } if prefix > 0 => write!(f, "{n}x{d} (incl. {prefix} class token)"),
+            FeatureShape::Tokens { n, d, .. } => write!(f, "{n}x{d}"),
+        }
+    }
+}
+
+/// What a model is built for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelConfig {
+    pub in_chans: usize,
+    pub img_size: usize,
+    pub num_classes: usize,
+    /// Stochastic-depth rate for the last block (linearly scaled over depth, as timm).
+    pub drop_path: f32,
+}
+
+impl ModelConfig {
+    pub fn new(in_chans: usize, img_size: usize, num_classes: usize) -> Self {
+        ModelConfig { in_chans, img_size, num_classes, drop_path: 0.0 }
+    }
+}
+
+/// Results of a forward pass.
+#[derive(Clone, Debug)]
+pub struct Output {
+    /// [B, num_classes]
+    pub logits: Var,
+    /// Stage features (see [`Backbone::feature_shapes`]), batch first.
+    pub features: Vec<Var>,
+    /// The pooled feature the head reads, [B, pooled_dim].
+    pub pooled: Var,
+}
+
+/// A model that can be built into a graph.
+pub trait Backbone {
+    /// Registry name ("resnet20", "vit_micro_p4", ...).
+    fn name(&self) -> &str;
+    fn family(&self) -> Family;
+    fn config(&self) -> &ModelConfig;
+    /// Add the forward pass of a batch `x` [B, C, H, W] to `g`.
+    fn forward(&self, g: &mut Graph, x: Var, f: Fwd) -> Result<Output>;
+    /// Per-image shapes of the stage features `forward` returns.
+    fn feature_shapes(&self) -> Vec<FeatureShape>;
+    /// Width of the pooled feature (OFA-KD's `stage_info(-1)`).
+    fn pooled_dim(&self) -> usize;
+    /// Name (without prefix) of the classifier weight, whose first dim is the class count.
+    fn head_weight(&self) -> &str;
+    /// Store prefix of every tensor of this model ("" or "teacher.", ...).
+    fn prefix(&self) -> &str;
+}
+
+/// A registry entry: a name, a one-line description, defaults, and a constructor.
+pub struct Entry {
+    pub name: &'static str,
+    pub about: &'static str,
+    /// Name of the classifier weight ([classes, dim]); `predict` reads the class count there.
+    pub head_weight: &'static str,
+    /// Input size and class count the model is usually built for.
+    pub default_img: usize,
+    pub default_classes: usize,
+    pub build: fn(&mut Builder, &ModelConfig) -> Result<Box<dyn Backbone>>,
+}
+
+impl Entry {
+    pub fn default_config(&self) -> ModelConfig {
+        ModelConfig::new(3, self.default_img, self.default_classes)
+    }
+}
+
+/// All model names, by family file.
+pub fn registry() -> Vec<Entry> {
+    let mut v = Vec::new();
+    // Families append their entries here as they land (cnn, vit, swin, mlp).
+    v.extend(registry_extra());
+    v
+}
+
+fn registry_extra() -> Vec<Entry> {
+    Vec::new()
+}
+
+pub fn names() -> Vec<&'static str> {
+    registry().iter().map(|e| e.name).collect()
+}
+
+pub fn entry(name: &str) -> Result<Entry> {
+    let reg = registry();
+    let known = reg.iter().map(|e| e.name).collect::<Vec<_>>().join(", ");
+    reg.into_iter().find(|e| e.name == name).ok_or_else(|| Error::usage(format!("unknown model '{name}'; known models: {known}")))
+}
+
+/// Build a model by name, registering its tensors in `store` under `prefix`.
+pub fn build(name: &str, store: &mut Store, prefix: &str, cfg: &ModelConfig) -> Result<Box<dyn Backbone>> {
+    let e = entry(name)?;
+    let mut b = Builder::new(store, prefix);
+    (e.build)(&mut b, cfg)
+}
