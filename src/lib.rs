@@ -4,9 +4,9 @@
 //! differentiated at build time, compiled into a [`graph::Plan`] (ordered dispatches over an
 //! arena reused by liveness) and replayed with one submit per step. See docs/ARCHITECTURE.md.
 
+pub mod checkpoint;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cli;
-pub mod checkpoint;
 pub mod error;
 pub mod golden;
 pub mod gpu;

@@ -17,9 +17,19 @@ const CHUNK: usize = 1024;
 pub enum Schedule {
     Constant,
     /// Linear warm-up from `warmup_from` over `warmup` steps, then cosine to `min_lr` at `total`.
-    Cosine { warmup: usize, total: usize, warmup_from: f32, min_lr: f32 },
+    Cosine {
+        warmup: usize,
+        total: usize,
+        warmup_from: f32,
+        min_lr: f32,
+    },
     /// Linear warm-up, then times `gamma` every `period` steps.
-    Step { warmup: usize, period: usize, gamma: f32, warmup_from: f32 },
+    Step {
+        warmup: usize,
+        period: usize,
+        gamma: f32,
+        warmup_from: f32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -89,7 +99,14 @@ impl Schedule {
 
 impl Optimizer {
     pub fn sgd(lr: f32, momentum: f32, weight_decay: f32) -> Self {
-        Optimizer { method: Method::Sgd { momentum, nesterov: false }, lr, weight_decay, schedule: Schedule::Constant, clip: None, ema: None }
+        Optimizer {
+            method: Method::Sgd { momentum, nesterov: false },
+            lr,
+            weight_decay,
+            schedule: Schedule::Constant,
+            clip: None,
+            ema: None,
+        }
     }
     pub fn adamw(lr: f32, weight_decay: f32) -> Self {
         Optimizer {
@@ -166,7 +183,12 @@ impl Optimizer {
             let gv = g.pool_page(Pool::Grads, page, elems);
             let s1 = slots.first().map(|s| g.pool_page(Pool::Slot(s.to_string()), page, elems)).unwrap_or(gv);
             let s2 = slots.get(1).map(|s| g.pool_page(Pool::Slot(s.to_string()), page, elems)).unwrap_or(s1);
-            g.push(StepOp { method: self.method.clone(), wd: self.weight_decay, chunks }, &[tab, scal, step, pv, gv, s1, s2], vec![1], DType::F32)?;
+            g.push(
+                StepOp { method: self.method.clone(), wd: self.weight_decay, chunks },
+                &[tab, scal, step, pv, gv, s1, s2],
+                vec![1],
+                DType::F32,
+            )?;
         }
         if let Some(ema) = &self.ema {
             ema_ops(g, store, scal, step, ema)?;

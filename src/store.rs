@@ -21,10 +21,17 @@ pub enum Init {
     Zeros,
     Ones,
     Const(f32),
-    Normal { std: f32 },
+    Normal {
+        std: f32,
+    },
     /// Normal with std, cut at +-2 (absolute), as timm's `trunc_normal_(std=..)`.
-    TruncNormal { std: f32 },
-    Uniform { lo: f32, hi: f32 },
+    TruncNormal {
+        std: f32,
+    },
+    Uniform {
+        lo: f32,
+        hi: f32,
+    },
     Values(Arc<Vec<f32>>),
 }
 
@@ -41,10 +48,12 @@ impl Init {
             Init::TruncNormal { std } => {
                 let d = Normal::new(0.0f64, *std as f64).unwrap();
                 (0..n)
-                    .map(|_| loop {
-                        let v = d.sample(rng);
-                        if (-2.0..=2.0).contains(&v) {
-                            break v as f32;
+                    .map(|_| {
+                        loop {
+                            let v = d.sample(rng);
+                            if (-2.0..=2.0).contains(&v) {
+                                break v as f32;
+                            }
                         }
                     })
                     .collect()
@@ -135,12 +144,7 @@ fn layout(names: &[&str], sizes: &[u64], page_limit: u64, align: u64) -> Result<
     let mut pages: Vec<u64> = Vec::new();
     for (i, &bytes) in sizes.iter().enumerate() {
         if bytes > page_limit {
-            return Err(Error::TooLarge {
-                tensor: names[i].to_string(),
-                bytes,
-                limit_name: "max storage binding size",
-                limit: page_limit,
-            });
+            return Err(Error::TooLarge { tensor: names[i].to_string(), bytes, limit_name: "max storage binding size", limit: page_limit });
         }
         let padded = bytes.div_ceil(align) * align;
         let fits = pages.last().is_some_and(|&used| used + bytes <= page_limit);
@@ -214,7 +218,9 @@ impl Store {
 
     fn check_new(&self, name: &str, shape: &[usize]) -> Result<()> {
         if self.gpu.is_some() {
-            return Err(Error::usage(format!("cannot add '{name}': the store is already on the GPU; register every tensor before compiling a plan")));
+            return Err(Error::usage(format!(
+                "cannot add '{name}': the store is already on the GPU; register every tensor before compiling a plan"
+            )));
         }
         if self.names.contains_key(name) {
             return Err(Error::usage(format!("a tensor named '{name}' is already in the store")));
@@ -250,7 +256,12 @@ impl Store {
             let ctx = gpu.ctx.clone();
             let bytes = (s.numel() * 4) as u64;
             if bytes > ctx.max_binding() {
-                return Err(Error::TooLarge { tensor: name.into(), bytes, limit_name: "max storage binding size", limit: ctx.max_binding() });
+                return Err(Error::TooLarge {
+                    tensor: name.into(),
+                    bytes,
+                    limit_name: "max storage binding size",
+                    limit: ctx.max_binding(),
+                });
             }
             let pool = ctx.scoped("allocating state", || make_pool(&ctx, &[bytes], "state"))?;
             gpu.state_locs.push(Loc { page: gpu.states.pages.len(), offset: 0, bytes });

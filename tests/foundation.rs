@@ -280,7 +280,10 @@ fn ema_update_follows_cosine_alpha() {
     let v = g.param(&src);
     let l = g.sum_all(v).unwrap();
     let grads = g.backward(l).unwrap();
-    let opt = Optimizer { ema: Some(Ema { pairs: vec![(src.clone(), dst.clone())], base: 0.9, cosine_steps: Some(10) }), ..Optimizer::sgd(0.1, 0.0, 0.0) };
+    let opt = Optimizer {
+        ema: Some(Ema { pairs: vec![(src.clone(), dst.clone())], base: 0.9, cosine_steps: Some(10) }),
+        ..Optimizer::sgd(0.1, 0.0, 0.0)
+    };
     opt.apply(&mut g, &mut store, &state, &grads).unwrap();
     let plan = Plan::compile(&ctx, &g, &mut store, "ema").unwrap();
     plan.run(3).unwrap();

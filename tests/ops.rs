@@ -25,7 +25,13 @@ fn matmul_transposes_and_bias() {
 fn matmul_vec4_path_with_ragged_tiles() {
     // 4-aligned K (and M when A is transposed, N when B is not) take the vec4 kernel on
     // software adapters; sizes are not multiples of its 64x64 tile.
-    for (m, k, n, ta, tb) in [(67, 44, 36, false, false), (68, 44, 33, false, true), (68, 44, 36, true, false), (68, 44, 33, true, true), (5, 8, 4, false, false)] {
+    for (m, k, n, ta, tb) in [
+        (67, 44, 36, false, false),
+        (68, 44, 33, false, true),
+        (68, 44, 36, true, false),
+        (68, 44, 33, true, true),
+        (5, 8, 4, false, false),
+    ] {
         let a = if ta { rand_tensor(&[k, m], 15) } else { rand_tensor(&[m, k], 15) };
         let b = if tb { rand_tensor(&[n, k], 16) } else { rand_tensor(&[k, n], 16) };
         OpCase::new("matmul vec4", vec![a, b]).check(|g, x| g.matmul_ex(x[0], x[1], ta, tb, None));
@@ -67,7 +73,8 @@ fn unary_maps() {
 
 #[test]
 fn binary_broadcasting() {
-    let cases: [(&[usize], &[usize]); 5] = [(&[4, 5, 6], &[4, 5, 6]), (&[4, 5, 6], &[5, 1]), (&[4, 1, 6], &[5, 1]), (&[1, 5, 1], &[4, 1, 6]), (&[4, 5, 6], &[6])];
+    let cases: [(&[usize], &[usize]); 5] =
+        [(&[4, 5, 6], &[4, 5, 6]), (&[4, 5, 6], &[5, 1]), (&[4, 1, 6], &[5, 1]), (&[1, 5, 1], &[4, 1, 6]), (&[4, 5, 6], &[6])];
     for (sa, sb) in cases {
         let a = rand_tensor(sa, 30);
         let b = rand_tensor(sb, 31).map(|v| v.abs() + 0.5);
@@ -122,7 +129,10 @@ fn topk_counts() {
     let logits = rand_tensor(&[20, 9], 70);
     let labels = CpuTensor::new(&[20], (0..20).map(|i| (i % 9) as f64).collect());
     for k in [1, 5] {
-        OpCase::new("topk_correct", vec![logits.clone(), labels.clone()]).labels(1, 9).no_grad().check(|g, x| g.topk_correct(x[0], x[1], k));
+        OpCase::new("topk_correct", vec![logits.clone(), labels.clone()])
+            .labels(1, 9)
+            .no_grad()
+            .check(|g, x| g.topk_correct(x[0], x[1], k));
     }
 }
 

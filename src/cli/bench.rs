@@ -88,7 +88,9 @@ pub fn run(ctx: &Context, what: &str, sizes: &[usize]) -> Result<()> {
     }
     if what == "dispatch" || what == "all" {
         let (one, per, wait) = dispatch_cost(ctx, 300)?;
-        println!("dispatch cost, 300-dispatch plan: {one:.1} us/dispatch in one submit; {per:.1} us with a submit per dispatch; {wait:.1} us with a submit and wait per dispatch");
+        println!(
+            "dispatch cost, 300-dispatch plan: {one:.1} us/dispatch in one submit; {per:.1} us with a submit per dispatch; {wait:.1} us with a submit and wait per dispatch"
+        );
     }
     Ok(())
 }

@@ -54,7 +54,10 @@ pub fn predict(ctx: &Context, model: &str, weights: &Path, shape: &[usize], x: &
     let entry = models::entry(model)?;
     let tensors = checkpoint::read(weights)?;
     let head = tensors.get(entry.head_weight).ok_or_else(|| {
-        Error::file(weights, format!("has no '{}' tensor, so it is not a {model} checkpoint (or its head is named differently)", entry.head_weight))
+        Error::file(
+            weights,
+            format!("has no '{}' tensor, so it is not a {model} checkpoint (or its head is named differently)", entry.head_weight),
+        )
     })?;
     let classes = head.shape[0];
     let mut store = Store::new(0);

@@ -99,10 +99,9 @@ impl PipelineCache {
                 count: None,
             })
             .collect();
-        let l = Arc::new(device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("webdistill layout"),
-            entries: &entries,
-        }));
+        let l = Arc::new(
+            device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some("webdistill layout"), entries: &entries }),
+        );
         self.layouts.insert(sig.to_vec(), l.clone());
         l
     }
@@ -116,15 +115,23 @@ impl PipelineCache {
             return Ok(p.clone());
         }
         if !self.modules.contains_key(key.shader) {
-            let src = shader_source(key.shader)
-                .ok_or_else(|| Error::usage(format!("no shader family '{}'", key.shader)))?;
+            let src = shader_source(key.shader).ok_or_else(|| Error::usage(format!("no shader family '{}'", key.shader)))?;
             let desc = wgpu::ShaderModuleDescriptor { label: Some(key.shader), source: wgpu::ShaderSource::Wgsl(src.into()) };
             let module = ctx.scoped(&format!("compiling shader '{}'", key.shader), || {
                 if !ctx.profile.bounds_checks {
                     // SAFETY: only on Vulkan, whose core robustBufferAccess (enabled by wgpu)
                     // keeps every access inside its binding; our kernels clamp their indices
                     // anyway and are tested on odd sizes. See KernelProfile::bounds_checks.
-                    unsafe { ctx.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks { bounds_checks: false, force_loop_bounding: false, ..wgpu::ShaderRuntimeChecks::checked() }) }
+                    unsafe {
+                        ctx.device.create_shader_module_trusted(
+                            desc,
+                            wgpu::ShaderRuntimeChecks {
+                                bounds_checks: false,
+                                force_loop_bounding: false,
+                                ..wgpu::ShaderRuntimeChecks::checked()
+                            },
+                        )
+                    }
                 } else {
                     ctx.device.create_shader_module(desc)
                 }
@@ -145,10 +152,7 @@ impl PipelineCache {
                 layout: Some(&pl),
                 module,
                 entry_point: Some(key.entry),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants: &constants,
-                    zero_initialize_workgroup_memory: false,
-                },
+                compilation_options: wgpu::PipelineCompilationOptions { constants: &constants, zero_initialize_workgroup_memory: false },
                 cache: None,
             })
         })?;

@@ -30,15 +30,9 @@ pub struct AdapterReport {
 impl AdapterReport {
     pub fn from_info(info: &wgpu::AdapterInfo) -> Self {
         let software = matches!(info.device_type, wgpu::DeviceType::Cpu)
-            || ["llvmpipe", "swiftshader", "lavapipe", "warp", "softpipe"]
-                .iter()
-                .any(|s| info.name.to_lowercase().contains(s));
-        let driver = [info.driver.as_str(), info.driver_info.as_str()]
-            .iter()
-            .filter(|s| !s.is_empty())
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(" ");
+            || ["llvmpipe", "swiftshader", "lavapipe", "warp", "softpipe"].iter().any(|s| info.name.to_lowercase().contains(s));
+        let driver =
+            [info.driver.as_str(), info.driver_info.as_str()].iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>().join(" ");
         AdapterReport {
             name: if info.name.is_empty() { "unnamed adapter".into() } else { info.name.clone() },
             backend: format!("{:?}", info.backend),
@@ -331,10 +325,7 @@ impl Context {
     /// Block until all submitted work is done. Only called where the caller asked to wait.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn wait(&self) -> Result<()> {
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map(|_| ())
-            .map_err(|e| Error::gpu("waiting for the GPU", e))
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map(|_| ()).map_err(|e| Error::gpu("waiting for the GPU", e))
     }
 
     pub(crate) fn pipeline(&self, key: &KernelKey) -> Result<Arc<wgpu::ComputePipeline>> {
@@ -362,13 +353,10 @@ async fn pick_adapter(instance: &wgpu::Instance, opts: &ContextOptions) -> Resul
     if let Some(want) = wanted.as_ref().map(|w| w.to_lowercase()) {
         let adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
         let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
-        return adapters
-            .into_iter()
-            .find(|a| a.get_info().name.to_lowercase().contains(&want))
-            .ok_or_else(|| Error::NoAdapter {
-                detail: format!(" whose name contains '{want}' (available: {})", names.join(", ")),
-                hint: NO_ADAPTER_HINT,
-            });
+        return adapters.into_iter().find(|a| a.get_info().name.to_lowercase().contains(&want)).ok_or_else(|| Error::NoAdapter {
+            detail: format!(" whose name contains '{want}' (available: {})", names.join(", ")),
+            hint: NO_ADAPTER_HINT,
+        });
     }
     let _ = &wanted;
     let power_preference = wgpu::PowerPreference::from_env().unwrap_or(wgpu::PowerPreference::HighPerformance);

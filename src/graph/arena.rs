@@ -43,17 +43,14 @@ pub fn allocate(blocks: &[Block], page_size: u64, align: u64) -> (Vec<u64>, Vec<
         offsets[i] = cand;
         placed.push(i);
     }
-    let pages = offsets
-        .iter()
-        .zip(blocks)
-        .fold(Vec::<u64>::new(), |mut acc, (&o, b)| {
-            let p = (o / page_size) as usize;
-            if acc.len() <= p {
-                acc.resize(p + 1, 0);
-            }
-            acc[p] = acc[p].max(o % page_size + pad(b.bytes));
-            acc
-        });
+    let pages = offsets.iter().zip(blocks).fold(Vec::<u64>::new(), |mut acc, (&o, b)| {
+        let p = (o / page_size) as usize;
+        if acc.len() <= p {
+            acc.resize(p + 1, 0);
+        }
+        acc[p] = acc[p].max(o % page_size + pad(b.bytes));
+        acc
+    });
     (offsets, pages)
 }
 
@@ -63,11 +60,8 @@ mod tests {
 
     #[test]
     fn disjoint_lifetimes_share_memory() {
-        let blocks = [
-            Block { bytes: 100, first: 0, last: 1 },
-            Block { bytes: 100, first: 2, last: 3 },
-            Block { bytes: 100, first: 1, last: 2 },
-        ];
+        let blocks =
+            [Block { bytes: 100, first: 0, last: 1 }, Block { bytes: 100, first: 2, last: 3 }, Block { bytes: 100, first: 1, last: 2 }];
         let (off, pages) = allocate(&blocks, 1 << 20, 256);
         assert_eq!(off[0], off[1]);
         assert_ne!(off[0], off[2]);

@@ -39,7 +39,12 @@ impl Graph {
             let nref = self.node_ref(i);
             let gx = node.op.backward(self, &nref, &gy)?;
             if gx.len() != node.inputs.len() {
-                return Err(Error::usage(format!("{}: backward returned {} gradients for {} inputs", node.op.name(), gx.len(), node.inputs.len())));
+                return Err(Error::usage(format!(
+                    "{}: backward returned {} gradients for {} inputs",
+                    node.op.name(),
+                    gx.len(),
+                    node.inputs.len()
+                )));
             }
             for (k, (&x, gxk)) in node.inputs.iter().zip(gx).enumerate() {
                 let Some(gxk) = gxk else { continue };
@@ -49,7 +54,11 @@ impl Graph {
                 if self.shape(gxk) != self.shape(x) {
                     return Err(Error::shape(
                         node.op.name(),
-                        format!("backward gave input {k} a gradient of shape {:?}, the input has shape {:?}", self.shape(gxk), self.shape(x)),
+                        format!(
+                            "backward gave input {k} a gradient of shape {:?}, the input has shape {:?}",
+                            self.shape(gxk),
+                            self.shape(x)
+                        ),
                     ));
                 }
                 let acc = match grads.get(&x) {

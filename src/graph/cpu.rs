@@ -78,7 +78,12 @@ impl Graph {
                 Ok(outs) => {
                     for (v, o) in n.outputs.iter().zip(outs) {
                         if o.shape != self.shape(*v) {
-                            return Err(Error::usage(format!("{}: CPU reference gave shape {:?}, expected {:?}", n.op.name(), o.shape, self.shape(*v))));
+                            return Err(Error::usage(format!(
+                                "{}: CPU reference gave shape {:?}, expected {:?}",
+                                n.op.name(),
+                                o.shape,
+                                self.shape(*v)
+                            )));
                         }
                         vals.insert(*v, o);
                     }

@@ -89,9 +89,8 @@ impl<'a> Lowering<'a> {
 
     /// Like [`Self::dispatch`] with override constants already set in `key`.
     pub fn dispatch_key(&mut self, mut key: KernelKey, params: Params, binds: &[Bind], groups: [u32; 3]) {
-        key.bindings = std::iter::once((0, BindingKind::Uniform))
-            .chain((0..binds.len()).map(|i| (i as u32 + 1, BindingKind::ReadWrite)))
-            .collect();
+        key.bindings =
+            std::iter::once((0, BindingKind::Uniform)).chain((0..binds.len()).map(|i| (i as u32 + 1, BindingKind::ReadWrite))).collect();
         self.cmds.push(Cmd { node: self.node, key, params: params.0, binds: binds.to_vec(), groups });
     }
 

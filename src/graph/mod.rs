@@ -4,11 +4,11 @@
 //! same graph, optimizers append their update ops, and [`plan`] compiles the result into one
 //! ordered list of dispatches that is replayed every step.
 
+mod arena;
 pub mod autodiff;
 pub mod cpu;
 pub mod lower;
 pub mod plan;
-mod arena;
 
 pub use cpu::CpuTensor;
 pub use lower::{Bind, Lowering, Params};
@@ -306,7 +306,13 @@ impl Graph {
         for &w in op.writes() {
             match self.tensors[inputs[w].index()].source {
                 Source::State(_) | Source::Param(_) | Source::Input { .. } | Source::Pool { .. } => {}
-                _ => return Err(Error::usage(format!("{} writes in place into '{}', which is not stored state", op.name(), self.info(inputs[w]).name))),
+                _ => {
+                    return Err(Error::usage(format!(
+                        "{} writes in place into '{}', which is not stored state",
+                        op.name(),
+                        self.info(inputs[w]).name
+                    )));
+                }
             }
         }
         self.nodes.push(Node { op, inputs: inputs.to_vec(), outputs: outs.clone() });

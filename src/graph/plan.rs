@@ -222,12 +222,22 @@ impl Plan {
         for &v in arena_vars.iter().chain(&io_vars) {
             let info = g.info(v);
             if info.bytes() > page {
-                return Err(Error::TooLarge { tensor: info.name.clone(), bytes: info.bytes(), limit_name: "max storage binding size", limit: page });
+                return Err(Error::TooLarge {
+                    tensor: info.name.clone(),
+                    bytes: info.bytes(),
+                    limit_name: "max storage binding size",
+                    limit: page,
+                });
             }
         }
         for (i, (_, bytes, nm)) in scratch.iter().enumerate() {
             if *bytes > page {
-                return Err(Error::TooLarge { tensor: format!("scratch '{nm}'"), bytes: *bytes, limit_name: "max storage binding size", limit: page });
+                return Err(Error::TooLarge {
+                    tensor: format!("scratch '{nm}'"),
+                    bytes: *bytes,
+                    limit_name: "max storage binding size",
+                    limit: page,
+                });
             }
             if scratch_life[i].0 == usize::MAX {
                 scratch_life[i] = (0, 0);
@@ -306,7 +316,10 @@ impl Plan {
         for (ci, c) in cmds.iter().enumerate() {
             let Cmd { key, params, binds, groups, node } = c;
             if groups.iter().any(|&n| n as u64 > super::lower::MAX_GROUPS) {
-                return Err(Error::usage(format!("{}::{} dispatches {groups:?} workgroups, over the limit of 65535", key.shader, key.entry)));
+                return Err(Error::usage(format!(
+                    "{}::{} dispatches {groups:?} workgroups, over the limit of 65535",
+                    key.shader, key.entry
+                )));
             }
             let pipeline = ctx.pipeline(key)?;
             let layout = ctx.bind_layout(key);
@@ -338,11 +351,8 @@ impl Plan {
             compiled.push(CompiledCmd { pipeline, bind_group, groups: *groups });
         }
 
-        let inputs = io_vars
-            .iter()
-            .filter(|&&v| matches!(g.info(v).source, Source::Input { .. }))
-            .map(|&v| (g.info(v).name.clone(), v))
-            .collect();
+        let inputs =
+            io_vars.iter().filter(|&&v| matches!(g.info(v).source, Source::Input { .. })).map(|&v| (g.info(v).name.clone(), v)).collect();
         let stats = PlanStats {
             nodes: needed.iter().filter(|&&n| n).count(),
             dispatches: compiled.len(),
@@ -406,7 +416,10 @@ impl Plan {
             return Err(Error::BadInput { tensor: info.name.clone(), msg: format!("expects {:?} data, got {dtype:?}", info.dtype) });
         }
         if info.numel() != n {
-            return Err(Error::BadInput { tensor: info.name.clone(), msg: format!("expects {} values (shape {:?}), got {n}", info.numel(), info.shape) });
+            return Err(Error::BadInput {
+                tensor: info.name.clone(),
+                msg: format!("expects {} values (shape {:?}), got {n}", info.numel(), info.shape),
+            });
         }
         Ok(info)
     }

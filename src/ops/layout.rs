@@ -16,9 +16,8 @@ fn strided(l: &mut Lowering, entry: &'static str, src: Var, dst: Var, shape: &[u
 
 /// CPU reference of a strided gather.
 fn gather_cpu(x: &CpuTensor, shape: &[usize], st: &[usize], base: usize) -> CpuTensor {
-    let data = (0..shape.iter().product())
-        .map(|i| x.data[base + unravel(i, shape).iter().zip(st).map(|(a, b)| a * b).sum::<usize>()])
-        .collect();
+    let data =
+        (0..shape.iter().product()).map(|i| x.data[base + unravel(i, shape).iter().zip(st).map(|(a, b)| a * b).sum::<usize>()]).collect();
     CpuTensor::new(shape, data)
 }
 
@@ -212,7 +211,10 @@ impl Graph {
     pub fn reshape(&mut self, x: Var, shape: &[usize]) -> Result<Var> {
         let n: usize = shape.iter().product();
         if n != self.numel(x) {
-            return Err(Error::shape("reshape", format!("cannot reshape {:?} ({} elements) to {shape:?} ({n} elements)", self.shape(x), self.numel(x))));
+            return Err(Error::shape(
+                "reshape",
+                format!("cannot reshape {:?} ({} elements) to {shape:?} ({n} elements)", self.shape(x), self.numel(x)),
+            ));
         }
         if self.shape(x) == shape {
             return Ok(x);

@@ -12,19 +12,7 @@ fn ce_params(rows: usize, cols: usize, k: usize, smoothing: f32, scale: f32) -> 
 
 /// Sum `rows` per-row values in `src` into `dst[0]`, times `scale`.
 pub(crate) fn sum_rows_into(l: &mut Lowering, src: Bind, dst: Bind, rows: usize, scale: f32) {
-    let p = Params::new()
-        .u(1)
-        .u(rows)
-        .u(0)
-        .u(1)
-        .f(scale)
-        .u(0)
-        .u(0)
-        .u(0)
-        .arr(&[], 8)
-        .arr(&[], 8)
-        .arr(&[rows], 8)
-        .arr(&[1], 8);
+    let p = Params::new().u(1).u(rows).u(0).u(1).f(scale).u(0).u(0).u(0).arr(&[], 8).arr(&[], 8).arr(&[rows], 8).arr(&[1], 8);
     if rows > 1024 {
         l.dispatch("reduce", "reduce_wg", p, &[src, dst], grid(1));
     } else {
@@ -67,7 +55,13 @@ impl Op for CrossEntropyOp {
         let mut total = 0.0;
         for r in 0..rows {
             for c in 0..cols {
-                let t = if self.soft { x[1].data[r * cols + c] } else if x[1].data[r] as usize == c { 1.0 } else { 0.0 };
+                let t = if self.soft {
+                    x[1].data[r * cols + c]
+                } else if x[1].data[r] as usize == c {
+                    1.0
+                } else {
+                    0.0
+                };
                 let q = (1.0 - eps) * t + eps / cols as f64;
                 total -= q * ls.data[r * cols + c];
             }
@@ -148,7 +142,10 @@ impl Graph {
     /// `label_smoothing` (target = (1-eps) onehot + eps/C).
     pub fn cross_entropy(&mut self, logits: Var, labels: Var, smoothing: f32) -> Result<Var> {
         if self.dtype(labels) != DType::U32 || self.shape(labels).len() != 1 {
-            return Err(Error::shape("cross_entropy", format!("labels must be U32 [rows], got {:?} {:?}", self.dtype(labels), self.shape(labels))));
+            return Err(Error::shape(
+                "cross_entropy",
+                format!("labels must be U32 [rows], got {:?} {:?}", self.dtype(labels), self.shape(labels)),
+            ));
         }
         let rows = self.shape(labels)[0];
         check_logits(self, "cross_entropy", logits, rows)?;
@@ -160,7 +157,10 @@ impl Graph {
         let rows = self.shape(targets)[0];
         let (_, cols) = check_logits(self, "cross_entropy_soft", logits, rows)?;
         if self.shape(targets) != [rows, cols] || self.dtype(targets) != DType::F32 {
-            return Err(Error::shape("cross_entropy_soft", format!("targets {:?} do not match logits {:?}", self.shape(targets), self.shape(logits))));
+            return Err(Error::shape(
+                "cross_entropy_soft",
+                format!("targets {:?} do not match logits {:?}", self.shape(targets), self.shape(logits)),
+            ));
         }
         self.push(CrossEntropyOp { smoothing, soft: true }, &[logits, targets], vec![1], DType::F32)
     }

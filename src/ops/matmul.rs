@@ -70,19 +70,7 @@ impl Op for MatmulOp {
         let (brs, bcs) = if self.tb { (1, d.k) } else { (d.n, 1) };
         let sab = if d.batch_a == 1 { 0 } else { d.m * d.k };
         let sbb = if d.batch_b == 1 { 0 } else { d.k * d.n };
-        let p = Params::new()
-            .u(d.m)
-            .u(d.n)
-            .u(d.k)
-            .u(d.batch)
-            .u(sab)
-            .u(sbb)
-            .u(d.m * d.n)
-            .u(self.bias as usize)
-            .u(ars)
-            .u(acs)
-            .u(brs)
-            .u(bcs);
+        let p = Params::new().u(d.m).u(d.n).u(d.k).u(d.batch).u(sab).u(sbb).u(d.m * d.n).u(self.bias as usize).u(ars).u(acs).u(brs).u(bcs);
         let c = n.outputs[0].var;
         let bias = if self.bias { n.inputs[2].var } else { c };
         let binds = [Bind::T(n.inputs[0].var), Bind::T(n.inputs[1].var), Bind::T(c), Bind::T(bias)];
@@ -147,7 +135,12 @@ impl Graph {
         if d.k != kb {
             return Err(Error::shape(
                 "matmul",
-                format!("inner dimensions differ: a is {sa:?}{} and b is {sb:?}{} ({} vs {kb})", if ta { "^T" } else { "" }, if tb { "^T" } else { "" }, d.k),
+                format!(
+                    "inner dimensions differ: a is {sa:?}{} and b is {sb:?}{} ({} vs {kb})",
+                    if ta { "^T" } else { "" },
+                    if tb { "^T" } else { "" },
+                    d.k
+                ),
             ));
         }
         let (ba, bb) = (&sa[..sa.len() - 2], &sb[..sb.len() - 2]);

@@ -124,7 +124,10 @@ impl Graph {
             (Some(w), Some(b)) => {
                 for v in [w, b] {
                     if self.shape(v) != [d] {
-                        return Err(Error::shape("layer_norm", format!("affine parameter {:?} does not match the last axis of {xs:?}", self.shape(v))));
+                        return Err(Error::shape(
+                            "layer_norm",
+                            format!("affine parameter {:?} does not match the last axis of {xs:?}", self.shape(v)),
+                        ));
                     }
                 }
                 inputs.extend([w, b]);
@@ -134,7 +137,8 @@ impl Graph {
         }
         let rows = xs.iter().product::<usize>() / d;
         let op = LayerNormOp { eps, affine: weight.is_some() };
-        let outs = self.add_node(std::sync::Arc::new(op), &inputs, &[(xs, DType::F32), (vec![rows], DType::F32), (vec![rows], DType::F32)])?;
+        let outs =
+            self.add_node(std::sync::Arc::new(op), &inputs, &[(xs, DType::F32), (vec![rows], DType::F32), (vec![rows], DType::F32)])?;
         Ok(outs[0])
     }
 }

@@ -27,7 +27,13 @@ impl Op for DropOp {
     fn lower(&self, n: &NodeRef, l: &mut Lowering) -> Result<()> {
         let len = n.outputs[0].numel();
         let p = Params::new().u(len).u(self.group).u(self.salt as usize).u(self.seed as usize).f(self.p).f(0.0).f(0.0).f(0.0);
-        l.dispatch("elementwise", "drop", p, &[Bind::T(n.inputs[0].var), Bind::T(n.outputs[0].var), Bind::T(n.inputs[1].var)], grid_for(len, 256));
+        l.dispatch(
+            "elementwise",
+            "drop",
+            p,
+            &[Bind::T(n.inputs[0].var), Bind::T(n.outputs[0].var), Bind::T(n.inputs[1].var)],
+            grid_for(len, 256),
+        );
         Ok(())
     }
 }

@@ -58,10 +58,13 @@ fn reduce_cpu(x: &CpuTensor, axes: &[usize], kind: Reduce) -> (Vec<f64>, Vec<usi
     let kshape: Vec<usize> = kept.iter().map(|&d| x.shape[d]).collect();
     let n_out: usize = kshape.iter().product();
     let r: usize = axes.iter().map(|&d| x.shape[d]).product();
-    let mut vals = vec![match kind {
-        Reduce::Max => f64::NEG_INFINITY,
-        _ => 0.0,
-    }; n_out];
+    let mut vals = vec![
+        match kind {
+            Reduce::Max => f64::NEG_INFINITY,
+            _ => 0.0,
+        };
+        n_out
+    ];
     let mut idx = vec![0usize; n_out];
     let mut count = vec![0usize; n_out];
     for i in 0..x.numel() {
@@ -121,7 +124,9 @@ impl Op for ReduceOp {
         let (x, y) = (Bind::T(n.inputs[0].var), Bind::T(n.outputs[0].var));
         match self.kind {
             Reduce::Max => l.dispatch("reduce", "reduce_max_serial", p, &[x, y, Bind::T(n.outputs[1].var)], grid_for(n_out, 256)),
-            _ if r > l.profile().serial_row_max || (r >= 1024 && n_out < 2048) => l.dispatch("reduce", "reduce_wg", p, &[x, y], grid(n_out)),
+            _ if r > l.profile().serial_row_max || (r >= 1024 && n_out < 2048) => {
+                l.dispatch("reduce", "reduce_wg", p, &[x, y], grid(n_out))
+            }
             _ => l.dispatch("reduce", "reduce_serial", p, &[x, y], grid_for(n_out, 256)),
         }
         Ok(())

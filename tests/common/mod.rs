@@ -63,7 +63,16 @@ pub struct OpCase {
 
 impl OpCase {
     pub fn new(name: &'static str, inputs: Vec<CpuTensor>) -> Self {
-        OpCase { name, inputs, u32_inputs: vec![], classes: 0, fwd_tol: (1e-5, 1e-4), bwd_tol: (1e-3, 1e-2), grad: true, data_inputs: vec![] }
+        OpCase {
+            name,
+            inputs,
+            u32_inputs: vec![],
+            classes: 0,
+            fwd_tol: (1e-5, 1e-4),
+            bwd_tol: (1e-3, 1e-2),
+            grad: true,
+            data_inputs: vec![],
+        }
     }
     pub fn labels(mut self, i: usize, classes: usize) -> Self {
         self.u32_inputs.push(i);
@@ -111,7 +120,12 @@ impl OpCase {
             let rv = g.constant(&yshape, &r.to_f32()).unwrap();
             let yr = g.mul(y, rv).unwrap();
             let l = g.sum_all(yr).unwrap();
-            let wrt: Vec<Var> = vars.iter().enumerate().filter(|(i, _)| !self.u32_inputs.contains(i) && !self.data_inputs.contains(i)).map(|(_, v)| *v).collect();
+            let wrt: Vec<Var> = vars
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !self.u32_inputs.contains(i) && !self.data_inputs.contains(i))
+                .map(|(_, v)| *v)
+                .collect();
             let gs = g.gradients(l, &wrt).unwrap();
             for (v, gv) in wrt.iter().zip(gs) {
                 let gv = gv.unwrap_or_else(|| panic!("{}: no gradient for an input", self.name));
