@@ -94,3 +94,11 @@ fn topk_correct(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     }
     cout[r] = select(0.0, 1.0, above < cp.k);
 }
+
+// One-hot rows from labels: out[r, c] = (label[r] == c). Bindings as ce_rows (clab, cout).
+@compute @workgroup_size(256)
+fn one_hot(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = elem_index(wid, nwg, lid);
+    if (i >= cp.rows * cp.cols) { return; }
+    cout[i] = select(0.0, 1.0, clab[i / cp.cols] == i % cp.cols);
+}

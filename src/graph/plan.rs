@@ -187,8 +187,10 @@ impl Plan {
                 }
             }
         }
-        // Kept tensors must exist even if no command touches them (e.g. a kept input).
-        for &v in &kept {
+        // Kept tensors and every input must exist even if no command touches them (the host
+        // writes inputs whether or not this plan happens to read them).
+        let inputs_all = (0..g.tensors.len() as u32).map(Var).filter(|&v| matches!(g.info(v).source, Source::Input { .. }));
+        for v in kept.iter().copied().chain(inputs_all) {
             life.entry(v).or_insert((0, 0));
         }
         let mut arena_vars: Vec<Var> = Vec::new();

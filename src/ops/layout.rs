@@ -45,6 +45,28 @@ impl Op for ReshapeOp {
     }
 }
 
+/// Identity whose gradient is zero: the teacher's outputs in distillation.
+#[derive(Debug)]
+struct DetachOp;
+
+impl Op for DetachOp {
+    fn name(&self) -> &'static str {
+        "detach"
+    }
+    fn alias_of(&self) -> Option<usize> {
+        Some(0)
+    }
+    fn backward(&self, _g: &mut Graph, _n: &NodeRef, _gy: &[Option<Var>]) -> Result<Vec<Option<Var>>> {
+        Ok(vec![None])
+    }
+    fn lower(&self, _n: &NodeRef, _l: &mut Lowering) -> Result<()> {
+        Ok(())
+    }
+    fn cpu(&self, _n: &NodeRef, x: &[&CpuTensor]) -> Result<Vec<CpuTensor>> {
+        Ok(vec![x[0].clone()])
+    }
+}
+
 #[derive(Debug)]
 struct ExpandOp;
 
@@ -221,6 +243,13 @@ impl Graph {
         }
         let dt = self.dtype(x);
         self.push(ReshapeOp, &[x], shape.to_vec(), dt)
+    }
+
+    /// The same values with no gradient flowing back (stop-gradient).
+    pub fn detach(&mut self, x: Var) -> Result<Var> {
+        let shape = self.shape(x).to_vec();
+        let dt = self.dtype(x);
+        self.push(DetachOp, &[x], shape, dt)
     }
 
     /// Broadcast `x` to `shape` in fresh memory.

@@ -126,6 +126,35 @@ impl Op for TopKCorrectOp {
     }
 }
 
+/// One-hot encoding of U32 labels.
+#[derive(Debug)]
+struct OneHotOp;
+
+impl Op for OneHotOp {
+    fn name(&self) -> &'static str {
+        "one_hot"
+    }
+    fn lower(&self, n: &NodeRef, l: &mut Lowering) -> Result<()> {
+        let (rows, cols) = rows_cols(&n.outputs[0].shape);
+        let p = ce_params(rows, cols, 0, 0.0, 1.0);
+        let lab = Bind::T(n.inputs[0].var);
+        // Binding 1 (logits) is unused by this entry; bind the labels there too.
+        l.dispatch("loss", "one_hot", p, &[lab, lab, Bind::T(n.outputs[0].var)], grid_for(rows * cols, 256));
+        Ok(())
+    }
+    fn cpu(&self, n: &NodeRef, x: &[&CpuTensor]) -> Result<Vec<CpuTensor>> {
+        let (rows, cols) = rows_cols(&n.outputs[0].shape);
+        let mut out = CpuTensor::zeros(&[rows, cols]);
+        for r in 0..rows {
+            out.data[r * cols + x[0].data[r] as usize] = 1.0;
+        }
+        Ok(vec![out])
+    }
+    fn backward(&self, _g: &mut Graph, _n: &NodeRef, _gy: &[Option<Var>]) -> Result<Vec<Option<Var>>> {
+        Ok(vec![None])
+    }
+}
+
 fn check_logits(g: &Graph, op: &'static str, logits: Var, rows: usize) -> Result<(usize, usize)> {
     let s = g.shape(logits);
     if s.len() != 2 || g.dtype(logits) != DType::F32 {
@@ -163,6 +192,18 @@ impl Graph {
             ));
         }
         self.push(CrossEntropyOp { smoothing, soft: true }, &[logits, targets], vec![1], DType::F32)
+    }
+
+    /// One-hot rows [B, classes] (F32) from U32 labels [B].
+    pub fn one_hot(&mut self, labels: Var, classes: usize) -> Result<Var> {
+        if self.dtype(labels) != DType::U32 || self.shape(labels).len() != 1 {
+            return Err(Error::shape(
+                "one_hot",
+                format!("labels must be U32 [rows], got {:?} {:?}", self.dtype(labels), self.shape(labels)),
+            ));
+        }
+        let rows = self.shape(labels)[0];
+        self.push(OneHotOp, &[labels], vec![rows, classes], DType::F32)
     }
 
     /// How many rows have their label among the `k` largest logits (shape [1], F32).
