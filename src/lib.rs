@@ -17,6 +17,7 @@ pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod store;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use gpu::{AdapterReport, Context};
