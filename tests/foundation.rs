@@ -377,3 +377,41 @@ fn documented_errors() {
     let e = g.cross_entropy(z, z, 0.0).unwrap_err().to_string();
     assert!(e.contains("U32"), "{e}");
 }
+
+#[test]
+fn missing_adapter_is_a_clear_error() {
+    let opts = webdistill::gpu::ContextOptions { adapter_name: Some("no-such-gpu-xyz".into()) };
+    let e = pollster::block_on(webdistill::Context::new_async(opts)).unwrap_err().to_string();
+    assert!(e.contains("no-such-gpu-xyz") && e.contains("mesa-vulkan-drivers"), "{e}");
+}
+
+#[test]
+fn adopted_device_runs_plans_like_an_owned_one() {
+    // A host app hands over its device and queue; results must not depend on who owns them.
+    let own = ctx();
+    let host = webdistill::Context::adopt(own.device.clone(), own.queue.clone());
+    assert!(host.adopted && !own.adopted);
+    assert_eq!(host.adapter, own.adapter);
+    let run = |c: &webdistill::Context| {
+        let mut store = Store::new(9);
+        let mlp = Mlp::new(&mut store, 6, 10, 3);
+        let state = OptimState::register(&mut store, "opt").unwrap();
+        store.upload(c).unwrap();
+        let mut g = Graph::new();
+        let x = g.input("x", &[8, 6]).unwrap();
+        let y = g.labels("y", &[8], 3).unwrap();
+        let z = mlp.forward(&mut g, x);
+        let loss = g.cross_entropy(z, y, 0.0).unwrap();
+        g.keep(loss);
+        let grads = g.backward(loss).unwrap();
+        Optimizer::sgd(0.1, 0.9, 0.0).apply(&mut g, &mut store, &state, &grads).unwrap();
+        let plan = Plan::compile(c, &g, &mut store, "adopt").unwrap();
+        plan.write(x, &rand_vec(48, 4).iter().map(|&v| v as f32).collect::<Vec<_>>()).unwrap();
+        plan.write_u32(y, &[0, 1, 2, 0, 1, 2, 0, 1]).unwrap();
+        let mut enc = c.device.create_command_encoder(&Default::default());
+        plan.encode_n(&mut enc, 5);
+        c.queue.submit([enc.finish()]);
+        (plan.read(loss).unwrap(), store.read_param(&mlp.w1).unwrap())
+    };
+    assert_eq!(run(&own), run(&host));
+}
