@@ -144,3 +144,15 @@ fn drop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let u = rand01(dp.seed ^ dstep[0], dp.salt, i / dp.group);
     dy_out[i] = select(0.0, dx_in[i] / (1.0 - dp.p), u >= dp.p);
 }
+
+// In-place accumulation into stored state: acc[i] += x[i] (metrics summed over steps).
+struct AccP { n: u32, _p0: u32, _p1: u32, _p2: u32 }
+@group(0) @binding(0) var<uniform> ap: AccP;
+@group(0) @binding(1) var<storage, read_write> acc_dst: array<f32>;
+@group(0) @binding(2) var<storage, read_write> acc_src: array<f32>;
+
+@compute @workgroup_size(64)
+fn accumulate(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if (gid.x >= ap.n) { return; }
+    acc_dst[gid.x] = acc_dst[gid.x] + acc_src[gid.x];
+}

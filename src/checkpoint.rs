@@ -130,16 +130,23 @@ pub fn load(store: &Store, prefix: &str, path: &std::path::Path, opts: &LoadOpti
     load_into(store, prefix, &t, &path.display().to_string(), opts)
 }
 
-/// Serialise the tensors under `prefix` (relative names) with metadata.
-pub async fn to_bytes(store: &Store, prefix: &str, metadata: &BTreeMap<String, String>) -> Result<Vec<u8>> {
+type Item = (String, Dtype, Vec<usize>, Vec<u8>);
+
+/// Read the tensors under `prefix` (names relative to it) that pass `keep`; with `slots`, also
+/// every optimizer slot of those parameters, named "<slot>/<name>".
+async fn collect(store: &Store, prefix: &str, keep: &dyn Fn(&str) -> bool, slots: bool) -> Result<Vec<Item>> {
     let (params, states) = entries(store, prefix);
-    // (name, dtype, shape, bytes)
-    let mut items: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (n, p) in params {
+    let mut items: Vec<Item> = Vec::new();
+    let slot_names = if slots { store.slot_names() } else { Vec::new() };
+    for (n, p) in params.into_iter().filter(|(n, _)| keep(n)) {
         let v = store.read_param_async(&p, Which::Value).await?;
-        items.push((n, Dtype::F32, p.shape().to_vec(), bytemuck::cast_slice(&v).to_vec()));
+        items.push((n.clone(), Dtype::F32, p.shape().to_vec(), bytemuck::cast_slice(&v).to_vec()));
+        for sn in &slot_names {
+            let v = store.read_param_async(&p, Which::Slot(sn)).await?;
+            items.push((format!("{sn}/{n}"), Dtype::F32, p.shape().to_vec(), bytemuck::cast_slice(&v).to_vec()));
+        }
     }
-    for (n, s) in states {
+    for (n, s) in states.into_iter().filter(|(n, _)| keep(n)) {
         let v = store.read_state_async(&s).await?;
         match s.dtype() {
             DType::F32 => items.push((n, Dtype::F32, s.shape().to_vec(), bytemuck::cast_slice(&v).to_vec())),
@@ -150,12 +157,67 @@ pub async fn to_bytes(store: &Store, prefix: &str, metadata: &BTreeMap<String, S
             }
         }
     }
+    Ok(items)
+}
+
+fn serialize(items: &[Item], metadata: &BTreeMap<String, String>) -> Result<Vec<u8>> {
     let views: Vec<(String, TensorView)> = items
         .iter()
         .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b).map_err(|e| Error::usage(format!("tensor '{n}': {e}")))?)))
         .collect::<Result<_>>()?;
     let meta: HashMap<String, String> = metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     safetensors::serialize(views, Some(meta)).map_err(|e| Error::usage(format!("serialising a checkpoint: {e}")))
+}
+
+/// Serialise the tensors under `prefix` (relative names) with metadata: a model checkpoint
+/// with exactly the PyTorch state-dict names.
+pub async fn to_bytes(store: &Store, prefix: &str, metadata: &BTreeMap<String, String>) -> Result<Vec<u8>> {
+    serialize(&collect(store, prefix, &|_| true, false).await?, metadata)
+}
+
+/// Everything needed to resume a run: every tensor whose name passes `keep` and every
+/// optimizer slot, by full store name.
+pub async fn state_to_bytes(store: &Store, metadata: &BTreeMap<String, String>, keep: &dyn Fn(&str) -> bool) -> Result<Vec<u8>> {
+    serialize(&collect(store, "", keep, true).await?, metadata)
+}
+
+/// Restore what [`state_to_bytes`] wrote. Every store tensor that passes `keep` (and its
+/// optimizer slots) must be present with its shape; all problems are reported at once.
+pub fn load_state(store: &Store, tensors: &BTreeMap<String, FileTensor>, source: &str, keep: &dyn Fn(&str) -> bool) -> Result<()> {
+    let mut problems = Vec::new();
+    let slots = store.slot_names();
+    let mut check = |name: String, shape: &[usize]| match tensors.get(&name) {
+        None => problems.push(format!("missing tensor '{name}'")),
+        Some(t) if t.shape != shape && !(is_scalar_counter(&name) && t.shape.is_empty()) => {
+            problems.push(format!("tensor '{name}' has shape {:?}, the run expects {shape:?}", t.shape))
+        }
+        _ => {}
+    };
+    for p in store.params().iter().filter(|p| keep(p.name())) {
+        check(p.name().to_string(), p.shape());
+        for sn in &slots {
+            check(format!("{sn}/{}", p.name()), p.shape());
+        }
+    }
+    for s in store.states().iter().filter(|s| keep(s.name())) {
+        check(s.name().to_string(), s.shape());
+    }
+    if !problems.is_empty() {
+        return Err(Error::file(
+            source,
+            format!("cannot resume from this state ({} problem(s)):\n  {}", problems.len(), problems.join("\n  ")),
+        ));
+    }
+    for p in store.params().iter().filter(|p| keep(p.name())) {
+        store.write_param(p, Which::Value, &tensors[p.name()].data)?;
+        for sn in &slots {
+            store.write_param(p, Which::Slot(sn), &tensors[&format!("{sn}/{}", p.name())].data)?;
+        }
+    }
+    for s in store.states().iter().filter(|s| keep(s.name())) {
+        store.write_state(s, &tensors[s.name()].data)?;
+    }
+    Ok(())
 }
 
 /// Write `bytes` to `path` atomically: a temporary file in the same folder, synced, renamed.

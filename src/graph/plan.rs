@@ -69,6 +69,8 @@ pub struct Plan {
     stats: PlanStats,
     /// Labels of the nodes behind each dispatch (profiling, debugging).
     cmd_labels: Vec<String>,
+    /// Store state (by id) to the var that refers to it in this plan's graph.
+    state_vars: HashMap<usize, Var>,
     // Keep the buffers alive for as long as the bind groups.
     _arena: Vec<wgpu::Buffer>,
     _io: Vec<wgpu::Buffer>,
@@ -372,7 +374,15 @@ impl Plan {
             }
         }
         ctx.check(&format!("compiling {label}"))?;
+        let state_vars = (0..g.tensors.len() as u32)
+            .map(Var)
+            .filter_map(|v| match &g.info(v).source {
+                Source::State(s) if all_slots.contains_key(&v) => Some((s.id(), v)),
+                _ => None,
+            })
+            .collect();
         Ok(Plan {
+            state_vars,
             ctx: ctx.clone(),
             name: name.to_string(),
             cmds: compiled,
@@ -398,6 +408,11 @@ impl Plan {
     }
     pub fn dispatch_labels(&self) -> &[String] {
         &self.cmd_labels
+    }
+
+    /// The var of a stored state tensor in this plan (to read it with [`Self::request`]).
+    pub fn state_var(&self, s: &crate::store::StateRef) -> Option<Var> {
+        self.state_vars.get(&s.id()).copied()
     }
 
     /// Look up an input by the name given in the graph.

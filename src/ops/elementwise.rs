@@ -317,6 +317,30 @@ impl Op for FillOp {
     }
 }
 
+/// `state += x` in place (metrics summed over steps, read back now and then).
+#[derive(Debug)]
+struct AccumulateOp;
+
+impl Op for AccumulateOp {
+    fn name(&self) -> &'static str {
+        "accumulate"
+    }
+    fn writes(&self) -> &[usize] {
+        &[0]
+    }
+    fn lower(&self, n: &NodeRef, l: &mut Lowering) -> Result<()> {
+        let len = n.inputs[0].numel();
+        l.dispatch(
+            "elementwise",
+            "accumulate",
+            Params::new().u(len).u(0).u(0).u(0),
+            &[Bind::T(n.inputs[0].var), Bind::T(n.inputs[1].var)],
+            [len.div_ceil(64) as u32, 1, 1],
+        );
+        Ok(())
+    }
+}
+
 fn check_f32(g: &Graph, op: &'static str, v: Var) -> Result<()> {
     if g.dtype(v) != DType::F32 {
         return Err(Error::shape(op, format!("'{}' is {:?}, expected F32", g.info(v).name, g.dtype(v))));
@@ -398,6 +422,15 @@ impl Graph {
     }
     pub fn minimum(&mut self, a: Var, b: Var) -> Result<Var> {
         self.binary(a, b, Binary::Min)
+    }
+
+    /// Add `x` into the stored tensor `state` in place (shapes must have equal sizes).
+    pub fn accumulate(&mut self, state: Var, x: Var) -> Result<()> {
+        if self.numel(state) != self.numel(x) || self.dtype(state) != DType::F32 || self.dtype(x) != DType::F32 {
+            return Err(Error::shape("accumulate", format!("cannot add {:?} into {:?}", self.shape(x), self.shape(state))));
+        }
+        self.push(AccumulateOp, &[state, x], vec![1], DType::F32)?;
+        Ok(())
     }
 
     /// A tensor filled with `value`.

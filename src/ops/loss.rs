@@ -126,6 +126,69 @@ impl Op for TopKCorrectOp {
     }
 }
 
+/// Per-row cross-entropy with integer labels, no smoothing, forward only (evaluation).
+#[derive(Debug)]
+struct CeRowsOp;
+
+impl Op for CeRowsOp {
+    fn name(&self) -> &'static str {
+        "cross_entropy_rows"
+    }
+    fn lower(&self, n: &NodeRef, l: &mut Lowering) -> Result<()> {
+        let (rows, cols) = rows_cols(&n.inputs[0].shape);
+        let p = ce_params(rows, cols, 0, 0.0, 1.0);
+        l.dispatch(
+            "loss",
+            "ce_rows",
+            p,
+            &[Bind::T(n.inputs[0].var), Bind::T(n.inputs[1].var), Bind::T(n.outputs[0].var)],
+            grid_for(rows, 64),
+        );
+        Ok(())
+    }
+    fn cpu(&self, _n: &NodeRef, x: &[&CpuTensor]) -> Result<Vec<CpuTensor>> {
+        let (rows, cols) = rows_cols(&x[0].shape);
+        let ls = softmax_cpu(x[0], true);
+        Ok(vec![CpuTensor::new(&[rows], (0..rows).map(|r| -ls.data[r * cols + x[1].data[r] as usize]).collect())])
+    }
+}
+
+/// Per-row 1/0: label among the top-k logits (evaluation).
+#[derive(Debug)]
+struct TopKRowsOp {
+    k: usize,
+}
+
+impl Op for TopKRowsOp {
+    fn name(&self) -> &'static str {
+        "topk_rows"
+    }
+    fn lower(&self, n: &NodeRef, l: &mut Lowering) -> Result<()> {
+        let (rows, cols) = rows_cols(&n.inputs[0].shape);
+        let p = ce_params(rows, cols, self.k, 0.0, 1.0);
+        l.dispatch(
+            "loss",
+            "topk_correct",
+            p,
+            &[Bind::T(n.inputs[0].var), Bind::T(n.inputs[1].var), Bind::T(n.outputs[0].var)],
+            grid_for(rows, 64),
+        );
+        Ok(())
+    }
+    fn cpu(&self, n: &NodeRef, x: &[&CpuTensor]) -> Result<Vec<CpuTensor>> {
+        let per = TopKCorrectOp { k: self.k };
+        let (rows, cols) = rows_cols(&x[0].shape);
+        let out = (0..rows)
+            .map(|r| {
+                let row = CpuTensor::new(&[1, cols], x[0].data[r * cols..(r + 1) * cols].to_vec());
+                let lab = CpuTensor::new(&[1], vec![x[1].data[r]]);
+                per.cpu(n, &[&row, &lab]).map(|v| v[0].data[0])
+            })
+            .collect::<Result<Vec<f64>>>()?;
+        Ok(vec![CpuTensor::new(&[rows], out)])
+    }
+}
+
 /// One-hot encoding of U32 labels.
 #[derive(Debug)]
 struct OneHotOp;
@@ -192,6 +255,20 @@ impl Graph {
             ));
         }
         self.push(CrossEntropyOp { smoothing, soft: true }, &[logits, targets], vec![1], DType::F32)
+    }
+
+    /// Per-row cross-entropy [B] (no smoothing, no gradient): for evaluation with masks.
+    pub fn cross_entropy_rows(&mut self, logits: Var, labels: Var) -> Result<Var> {
+        let rows = self.shape(labels)[0];
+        check_logits(self, "cross_entropy_rows", logits, rows)?;
+        self.push(CeRowsOp, &[logits, labels], vec![rows], DType::F32)
+    }
+
+    /// Per-row 1.0 where the label is among the `k` largest logits, else 0.0 ([B], F32).
+    pub fn topk_rows(&mut self, logits: Var, labels: Var, k: usize) -> Result<Var> {
+        let rows = self.shape(labels)[0];
+        check_logits(self, "topk_rows", logits, rows)?;
+        self.push(TopKRowsOp { k }, &[logits, labels], vec![rows], DType::F32)
     }
 
     /// One-hot rows [B, classes] (F32) from U32 labels [B].
