@@ -7,6 +7,7 @@
 pub mod checkpoint;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cli;
+pub mod data;
 pub mod distill;
 pub mod error;
 pub mod golden;

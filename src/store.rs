@@ -33,6 +33,9 @@ pub enum Init {
         hi: f32,
     },
     Values(Arc<Vec<f32>>),
+    /// Raw 32-bit words for U32 state, written bit for bit (packed bytes: datasets). The
+    /// store drops its copy once the words are on the GPU.
+    Words(Arc<Vec<u32>>),
 }
 
 impl Init {
@@ -63,6 +66,20 @@ impl Init {
                 assert_eq!(v.len(), n, "Init::Values length");
                 v.as_ref().clone()
             }
+            // Only reached for F32 tensors; U32 state takes the words unconverted (`init_bytes`).
+            Init::Words(w) => w.iter().map(|&x| x as f32).collect(),
+        }
+    }
+
+    /// The initial bytes of a stored tensor.
+    fn init_bytes(&self, dtype: DType, n: usize, rng: &mut Xoshiro256PlusPlus) -> Vec<u8> {
+        match (self, dtype) {
+            (Init::Words(w), DType::U32) => {
+                assert_eq!(w.len(), n, "Init::Words length");
+                bytemuck::cast_slice(w).to_vec()
+            }
+            (_, DType::F32) => bytemuck::cast_slice(&self.fill(n, rng)).to_vec(),
+            (_, DType::U32) => bytemuck::cast_slice(&self.fill(n, rng).iter().map(|&x| x as u32).collect::<Vec<u32>>()).to_vec(),
         }
     }
 }
@@ -271,8 +288,12 @@ impl Store {
             self.states.push(s.clone());
             self.state_init.push(init.clone());
             let mut rng = Xoshiro256PlusPlus::seed_from_u64(self.seed ^ 0xA5A5 ^ (s.id() as u64) << 20);
-            let v = init.fill(s.numel(), &mut rng);
-            self.write_state(&s, &v)?;
+            let bytes = init.init_bytes(dtype, s.numel(), &mut rng);
+            let (buf, l) = self.state_binding(&s)?;
+            self.gpu()?.ctx.queue.write_buffer(&buf, l.offset, &bytes);
+            // Raw words are on the GPU now; keep no second copy.
+            let init = if matches!(init, Init::Words(_)) { Init::Zeros } else { init };
+            *self.state_init.last_mut().expect("just pushed") = init;
             return Ok(s);
         }
         self.names.insert(name.into(), (false, s.id()));
@@ -339,13 +360,15 @@ impl Store {
         }
         for (i, s) in self.states.iter().enumerate() {
             let mut rng = Xoshiro256PlusPlus::seed_from_u64(self.seed ^ 0xA5A5 ^ (i as u64) << 20);
-            let v = self.state_init[i].fill(s.numel(), &mut rng);
+            let bytes = self.state_init[i].init_bytes(s.dtype(), s.numel(), &mut rng);
             let l = gpu.state_locs[i];
-            let bytes: Vec<u8> = match s.dtype() {
-                DType::F32 => bytemuck::cast_slice(&v).to_vec(),
-                DType::U32 => bytemuck::cast_slice(&v.iter().map(|&x| x as u32).collect::<Vec<u32>>()).to_vec(),
-            };
             ctx.queue.write_buffer(&gpu.states.pages[l.page], l.offset, &bytes);
+        }
+        // Raw words are on the GPU now; keep no second copy.
+        for init in &mut self.state_init {
+            if matches!(init, Init::Words(_)) {
+                *init = Init::Zeros;
+            }
         }
         self.gpu = Some(gpu);
         Ok(())

@@ -20,6 +20,7 @@ const SHADERS: &[(&str, &str)] = &[
     ("layout", include_str!("../../shaders/layout.wgsl")),
     ("optim", include_str!("../../shaders/optim.wgsl")),
     ("norm", include_str!("../../shaders/norm.wgsl")),
+    ("data", include_str!("../../shaders/data.wgsl")),
 ];
 
 /// All shader file names, for the validation test.

@@ -1,6 +1,7 @@
 //! Ops: each file pairs an op family's forward and backward rules, the kernels they dispatch
 //! (in `shaders/`), and the f64 CPU reference the tests compare against.
 
+pub mod data;
 pub mod elementwise;
 pub mod layout;
 pub mod loss;

@@ -1,0 +1,304 @@
+//! `webdistill train`, `distill`, `eval`, `cka` and the main job: the native loop around a
+//! [`Session`] with a progress bar, per-epoch evaluation, checkpoints and reports.
+
+use crate::checkpoint;
+use crate::data::{DataSpec, LoadOptions, Splits};
+use crate::error::{Error, Result};
+use crate::gpu::Context;
+use crate::train::report::{self, EpochRecord};
+use crate::train::session::{EvalResult, Session};
+use crate::train::{DistillConfig, TrainConfig};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Flags shared by `train` and `distill` (each overrides the recipe / config file).
+#[derive(Args, Debug, Clone, Default)]
+pub struct RunArgs {
+    /// Named preset: cifar-cnn, cifar-vit or quick (papers-digest A6).
+    #[arg(long)]
+    pub recipe: Option<String>,
+    /// A config.toml (as written into every run directory) instead of flags.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// bundled (default), fashion-mnist[:DIR], mnist:DIR, cifar10:DIR, cifar100:DIR, folder:DIR
+    #[arg(long)]
+    pub data: Option<String>,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// sgd or adamw
+    #[arg(long)]
+    pub opt: Option<String>,
+    #[arg(long)]
+    pub lr: Option<f32>,
+    #[arg(long)]
+    pub min_lr: Option<f32>,
+    #[arg(long = "wd")]
+    pub weight_decay: Option<f32>,
+    #[arg(long)]
+    pub momentum: Option<f32>,
+    #[arg(long)]
+    pub warmup_epochs: Option<f32>,
+    #[arg(long = "clip-grad")]
+    pub clip_grad: Option<f32>,
+    #[arg(long)]
+    pub label_smoothing: Option<f32>,
+    #[arg(long)]
+    pub drop_path: Option<f32>,
+    /// Input side the model is built for (data is zero-padded up to it).
+    #[arg(long)]
+    pub img_size: Option<usize>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Use only the first N training images (0: all).
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    /// Use only the first N test images (0: all).
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    #[arg(long)]
+    pub eval_batch: Option<usize>,
+    /// Output directory (checkpoints, config.toml, metrics.jsonl, charts).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run in this directory exactly where it stopped.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Write loss and accuracy charts (PNG) after every epoch.
+    #[arg(long)]
+    pub plot: bool,
+    /// No progress bar (logs one line per epoch).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl RunArgs {
+    /// The config these flags describe: file or recipe first, then each flag on top.
+    pub fn config(&self, model: &str) -> Result<TrainConfig> {
+        let mut c = match (&self.config, &self.recipe) {
+            (Some(p), _) => TrainConfig::from_toml(&std::fs::read_to_string(p).map_err(|e| Error::file(p, e))?, &p.display().to_string())?,
+            (None, Some(r)) => TrainConfig::recipe(r)?,
+            (None, None) => TrainConfig::default(),
+        };
+        if !model.is_empty() {
+            c.model = model.to_string();
+        }
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f.clone() { c.$f = v; } )* };
+        }
+        set!(data, epochs, batch, opt, lr, min_lr, weight_decay, momentum, warmup_epochs, label_smoothing, drop_path, img_size, seed, train_limit, test_limit, eval_batch);
+        if self.clip_grad.is_some() {
+            c.clip_grad = self.clip_grad;
+        }
+        Ok(c)
+    }
+}
+
+/// Distillation flags.
+#[derive(Args, Debug, Clone)]
+pub struct DistillArgs {
+    #[arg(long)]
+    pub teacher: String,
+    #[arg(long)]
+    pub teacher_weights: PathBuf,
+    /// none, kd, dkd, dist, fitnet or ofa
+    #[arg(long, default_value = "ofa")]
+    pub method: String,
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// OFA: eps per branch stage then the logits (one value: all).
+    #[arg(long, value_delimiter = ',')]
+    pub ofa_eps: Option<Vec<f32>>,
+    /// OFA: 1-based student stages that get a branch.
+    #[arg(long, value_delimiter = ',')]
+    pub ofa_stages: Option<Vec<usize>>,
+    #[arg(long)]
+    pub ofa_weight: Option<f32>,
+    #[arg(long)]
+    pub kd_weight: Option<f32>,
+    #[arg(long)]
+    pub gt_weight: Option<f32>,
+    #[arg(long)]
+    pub fitnet_weight: Option<f32>,
+    #[arg(long)]
+    pub dkd_alpha: Option<f32>,
+    #[arg(long)]
+    pub dkd_beta: Option<f32>,
+}
+
+impl DistillArgs {
+    pub fn apply(&self, c: &mut TrainConfig) {
+        let mut d = c.distill.clone().unwrap_or_default();
+        d.teacher = self.teacher.clone();
+        d.teacher_weights = self.teacher_weights.display().to_string();
+        d.method = self.method.clone();
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f.clone() { d.$f = v; } )* };
+        }
+        set!(temperature, ofa_eps, ofa_stages, ofa_weight, kd_weight, gt_weight, fitnet_weight, dkd_alpha, dkd_beta);
+        c.distill = Some(d);
+    }
+}
+
+pub fn load_data(spec: &str, cfg: &TrainConfig) -> Result<Splits> {
+    let s = DataSpec::parse(spec)?;
+    s.load(&LoadOptions { size: cfg.img_size, ..LoadOptions::default() })
+}
+
+fn load_teacher(cfg: &TrainConfig) -> Result<Option<BTreeMap<String, checkpoint::FileTensor>>> {
+    match &cfg.distill {
+        Some(d) if d.method != "none" => Ok(Some(checkpoint::read(Path::new(&d.teacher_weights))?)),
+        _ => Ok(None),
+    }
+}
+
+/// What a finished run reports.
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    pub last: EvalResult,
+    pub best_top1: f32,
+    pub images_per_s: f32,
+    pub dir: Option<PathBuf>,
+}
+
+fn meta(cfg: &TrainConfig, extra: &[(&str, String)]) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::from([("model".to_string(), cfg.model.clone()), ("adapter".to_string(), cfg.adapter.clone()), ("format".to_string(), "pt".to_string())]);
+    for (k, v) in extra {
+        m.insert(k.to_string(), v.clone());
+    }
+    m
+}
+
+/// Train (or distil) for the configured epochs, writing everything into `dir` if given.
+pub fn run(ctx: &Context, cfg: TrainConfig, dir: Option<&Path>, resume: bool, plot: bool, quiet: bool) -> Result<RunSummary> {
+    let splits = load_data(&cfg.data, &cfg)?;
+    let teacher = load_teacher(&cfg)?;
+    let mut s = Session::new(ctx, cfg, &splits, teacher.as_ref())?;
+    let mut records: Vec<EpochRecord> = Vec::new();
+    if let Some(d) = dir {
+        std::fs::create_dir_all(d).map_err(|e| Error::file(d, e))?;
+        if resume {
+            let state = checkpoint::read(&d.join("state.safetensors"))?;
+            s.load_state(&state, &d.join("state.safetensors").display().to_string())?;
+            let mp = d.join("metrics.jsonl");
+            records = if mp.exists() { report::read_jsonl(&mp)? } else { Vec::new() };
+            // Drop records of epochs after the saved state (a crash between the two writes).
+            let done = s.step / s.steps_per_epoch;
+            records.retain(|r| r.epoch <= done);
+        } else {
+            let _ = std::fs::remove_file(d.join("metrics.jsonl"));
+        }
+        checkpoint::write_atomic(&d.join("config.toml"), s.cfg.to_toml()?.as_bytes())?;
+    }
+    let start_epoch = s.step / s.steps_per_epoch;
+    let epochs = s.cfg.epochs;
+    let mut best = records.iter().map(|r| r.test_top1).fold(0.0f32, f32::max);
+    let stats = s.train_stats().clone();
+    if !quiet {
+        eprintln!(
+            "{} on {} ({} train / {} test images, {} classes, {}x{}x{}) | adapter: {}\ntrain plan: {stats}",
+            describe(&s.cfg),
+            s.data.name,
+            s.data.train_images,
+            s.data.test_images,
+            s.data.classes,
+            s.data.channels,
+            s.data.size,
+            s.data.size,
+            ctx.adapter
+        );
+    }
+    let t_run = Instant::now();
+    let mut ips = 0.0f32;
+    let mut last = EvalResult::default();
+    for epoch in start_epoch..epochs {
+        let pb = if quiet { ProgressBar::hidden() } else { ProgressBar::new(s.steps_per_epoch as u64) };
+        pb.set_style(
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}").unwrap().progress_chars("=> "),
+        );
+        pb.set_prefix(format!("{}/{}", epoch + 1, epochs));
+        let t0 = Instant::now();
+        let mut done = 0;
+        let mut loss_sum = 0.0f64;
+        let mut loss_n = 0usize;
+        // Read metrics every few steps: this also keeps the host from running far ahead.
+        let chunk = (s.steps_per_epoch / 20).clamp(1, 50);
+        while done < s.steps_per_epoch {
+            let n = chunk.min(s.steps_per_epoch - done);
+            s.train_steps(n)?;
+            let m = s.parse_train_metrics(&s.request_train_metrics()?.wait(ctx)?);
+            done += n;
+            loss_sum += (m.loss * m.steps as f32) as f64;
+            loss_n += m.steps;
+            let rate = (done * s.cfg.batch) as f32 / t0.elapsed().as_secs_f32();
+            pb.set_position(done as u64);
+            let terms: Vec<String> = m.terms.iter().map(|(k, v)| format!("{k} {v:.3}")).collect();
+            pb.set_message(format!("loss {:.4} ({}) lr {:.2e} {:.0} img/s", m.loss, terms.join(", "), m.lr, rate));
+            if !m.loss.is_finite() {
+                pb.abandon();
+                return Err(Error::usage(format!("the loss diverged (NaN/inf) at step {}: lower --lr or add --clip-grad", s.step)));
+            }
+        }
+        ips = (s.steps_per_epoch * s.cfg.batch) as f32 / t0.elapsed().as_secs_f32();
+        pb.finish_and_clear();
+        last = s.evaluate()?;
+        let rec = EpochRecord {
+            epoch: epoch + 1,
+            step: s.step,
+            lr: 0.0,
+            train_loss: (loss_sum / loss_n.max(1) as f64) as f32,
+            test_loss: last.loss,
+            test_top1: last.top1,
+            test_top5: last.top5,
+            images_per_s: ips,
+            elapsed_s: t_run.elapsed().as_secs_f32(),
+        };
+        if !quiet {
+            eprintln!(
+                "epoch {}/{}: train loss {:.4}, test loss {:.4}, top-1 {:.2}%, top-5 {:.2}%, {:.0} img/s",
+                rec.epoch, epochs, rec.train_loss, rec.test_loss, rec.test_top1, rec.test_top5, ips
+            );
+        }
+        records.push(rec.clone());
+        if let Some(d) = dir {
+            let m = meta(&s.cfg, &[("epoch", rec.epoch.to_string()), ("top1", format!("{:.2}", rec.test_top1))]);
+            let student = pollster::block_on(s.student_bytes(&m))?;
+            checkpoint::write_atomic(&d.join("last.safetensors"), &student)?;
+            if rec.test_top1 >= best {
+                best = rec.test_top1;
+                checkpoint::write_atomic(&d.join("best.safetensors"), &student)?;
+            }
+            checkpoint::write_atomic(&d.join("state.safetensors"), &pollster::block_on(s.state_bytes())?)?;
+            report::append_jsonl(&d.join("metrics.jsonl"), &rec)?;
+            if plot {
+                report::plot_run(d, &records)?;
+            }
+        }
+        best = best.max(rec.test_top1);
+    }
+    if start_epoch >= epochs {
+        last = s.evaluate()?;
+    }
+    Ok(RunSummary { last, best_top1: best, images_per_s: ips, dir: dir.map(|d| d.to_path_buf()) })
+}
+
+pub fn describe(c: &TrainConfig) -> String {
+    match &c.distill {
+        Some(d) if d.method != "none" => format!("distilling {} -> {} with {}", d.teacher, c.model, d.method),
+        _ => format!("training {}", c.model),
+    }
+}
+
+/// `webdistill eval`: accuracy and loss of a checkpoint on a dataset's test split.
+pub fn eval(ctx: &Context, model: &str, weights: &Path, data: &str, img_size: usize, batch: usize) -> Result<EvalResult> {
+    let cfg = TrainConfig { model: model.into(), data: data.into(), img_size, eval_batch: batch, epochs: 1, ..TrainConfig::default() };
+    let splits = load_data(data, &cfg)?;
+    let mut s = Session::new(ctx, cfg, &splits, None)?;
+    let t = checkpoint::read(weights)?;
+    checkpoint::load_into(&s.store, crate::train::session::STUDENT, &t, &weights.display().to_string(), &Default::default())?;
+    s.evaluate()
+}

@@ -1,0 +1,511 @@
+//! Dataset file formats, parsed from bytes (so they work in the browser too), with thin native
+//! wrappers that read files and directories. Every error names the file and what is wrong.
+
+use super::Dataset;
+use crate::error::{Error, Result};
+use std::borrow::Cow;
+use std::io::Read;
+
+/// Gunzip `bytes` if they start with the gzip magic (1f 8b); otherwise borrow them.
+pub fn maybe_gunzip<'a>(bytes: &'a [u8], name: &str) -> Result<Cow<'a, [u8]>> {
+    if bytes.len() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(bytes)
+            .read_to_end(&mut out)
+            .map_err(|e| Error::file(name, format!("truncated or corrupt gzip data ({e})")))?;
+        Ok(Cow::Owned(out))
+    } else {
+        Ok(Cow::Borrowed(bytes))
+    }
+}
+
+/// Header of an IDX file: (dimensions, offset of the data).
+fn idx_header(b: &[u8], name: &str, want_dims: u8, what: &str) -> Result<(Vec<usize>, usize)> {
+    let want = 0x0800 | want_dims as u32;
+    if b.len() < 4 {
+        return Err(Error::file(name, format!("truncated: {} bytes, an IDX file starts with a 4-byte magic number", b.len())));
+    }
+    let magic = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    if magic != want {
+        return Err(Error::file(
+            name,
+            format!("wrong magic number 0x{magic:08x}: expected 0x{want:08x} (IDX {what}: unsigned bytes, {want_dims} dimension(s))"),
+        ));
+    }
+    let head = 4 + 4 * want_dims as usize;
+    if b.len() < head {
+        return Err(Error::file(name, format!("truncated IDX header: {} bytes, need {head}", b.len())));
+    }
+    let dims: Vec<usize> =
+        (0..want_dims as usize).map(|i| u32::from_be_bytes(b[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize).collect();
+    if dims.contains(&0) {
+        return Err(Error::file(name, format!("IDX dimensions {dims:?} contain a zero")));
+    }
+    let data: usize = dims.iter().product();
+    let have = b.len() - head;
+    if have < data {
+        return Err(Error::file(name, format!("truncated: the header promises {dims:?} = {data} bytes of data, the file has {have}")));
+    }
+    if have > data {
+        return Err(Error::file(name, format!("malformed: {} unexpected bytes after the {dims:?} data", have - data)));
+    }
+    Ok((dims, head))
+}
+
+/// IDX images (magic 0x00000803, `.gz` or raw): (n, h, w, pixels).
+pub fn parse_idx_images(bytes: &[u8], name: &str) -> Result<(usize, usize, usize, Vec<u8>)> {
+    let b = maybe_gunzip(bytes, name)?;
+    let (d, off) = idx_header(&b, name, 3, "images")?;
+    Ok((d[0], d[1], d[2], b[off..].to_vec()))
+}
+
+/// IDX labels (magic 0x00000801, `.gz` or raw).
+pub fn parse_idx_labels(bytes: &[u8], name: &str) -> Result<Vec<u32>> {
+    let b = maybe_gunzip(bytes, name)?;
+    let (_, off) = idx_header(&b, name, 1, "labels")?;
+    Ok(b[off..].iter().map(|&v| v as u32).collect())
+}
+
+/// A dataset from an IDX image file and an IDX label file (MNIST, Fashion-MNIST).
+pub fn idx_dataset(name: &str, images: (&[u8], &str), labels: (&[u8], &str), class_names: &[&str]) -> Result<Dataset> {
+    let (n, h, w, px) = parse_idx_images(images.0, images.1)?;
+    let lab = parse_idx_labels(labels.0, labels.1)?;
+    if lab.len() != n {
+        return Err(Error::file(labels.1, format!("{} labels, but {} has {n} images", lab.len(), images.1)));
+    }
+    check_labels(&lab, class_names.len(), labels.1)?;
+    Dataset::new(name, px, lab, 1, h, w, class_names.iter().map(|s| s.to_string()).collect())
+}
+
+fn check_labels(labels: &[u32], classes: usize, file: &str) -> Result<()> {
+    if let Some((i, &l)) = labels.iter().enumerate().find(|&(_, &l)| l as usize >= classes) {
+        return Err(Error::file(file, format!("label {l} of record {i} is out of range for {classes} classes")));
+    }
+    Ok(())
+}
+
+/// CIFAR binary records: `label_bytes` label bytes then 3072 pixel bytes (3x32x32, CHW).
+/// Returns (pixels, labels of `label_index`).
+fn parse_cifar(
+    bytes: &[u8],
+    name: &str,
+    label_bytes: usize,
+    label_index: usize,
+    classes: usize,
+    what: &str,
+) -> Result<(Vec<u8>, Vec<u32>)> {
+    let rec = label_bytes + 3072;
+    if bytes.is_empty() {
+        return Err(Error::file(name, format!("empty file (a {what} file is a sequence of {rec}-byte records)")));
+    }
+    if bytes.len() % rec != 0 {
+        return Err(Error::file(
+            name,
+            format!(
+                "truncated or malformed: {} bytes is not a whole number of {rec}-byte {what} records ({} records and {} bytes left over)",
+                bytes.len(),
+                bytes.len() / rec,
+                bytes.len() % rec
+            ),
+        ));
+    }
+    let n = bytes.len() / rec;
+    let mut px = Vec::with_capacity(n * 3072);
+    let mut lab = Vec::with_capacity(n);
+    for r in bytes.chunks_exact(rec) {
+        lab.push(r[label_index] as u32);
+        px.extend_from_slice(&r[label_bytes..]);
+    }
+    check_labels(&lab, classes, name)?;
+    Ok((px, lab))
+}
+
+/// One CIFAR-10 binary batch (`data_batch_*.bin`, `test_batch.bin`): 3073-byte records.
+pub fn parse_cifar10(bytes: &[u8], name: &str) -> Result<(Vec<u8>, Vec<u32>)> {
+    parse_cifar(bytes, name, 1, 0, 10, "CIFAR-10")
+}
+
+/// One CIFAR-100 binary file (`train.bin`, `test.bin`): 3074-byte records (coarse, fine label).
+pub fn parse_cifar100(bytes: &[u8], name: &str, coarse: bool) -> Result<(Vec<u8>, Vec<u32>)> {
+    if coarse { parse_cifar(bytes, name, 2, 0, 20, "CIFAR-100") } else { parse_cifar(bytes, name, 2, 1, 100, "CIFAR-100") }
+}
+
+/// Decode a PNG or JPEG, resize its shorter side to `size` (bilinear), centre-crop to
+/// `size` x `size`, and return CHW bytes with `channels` (1: luma, 3: RGB).
+pub fn decode_image(bytes: &[u8], name: &str, size: usize, channels: usize) -> Result<Vec<u8>> {
+    use image::imageops::{self, FilterType};
+    let img = image::load_from_memory(bytes).map_err(|e| Error::file(name, format!("cannot decode image: {e}")))?;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let s = size as u32;
+    let (nw, nh) = if w <= h {
+        (s, ((h * size) as f64 / w as f64).round().max(1.0) as u32)
+    } else {
+        (((w * size) as f64 / h as f64).round().max(1.0) as u32, s)
+    };
+    let crop = |nw: u32, nh: u32| ((nw - s) / 2, (nh - s) / 2);
+    match channels {
+        1 => {
+            let g = img.to_luma8();
+            let g = if (w, h) == (nw as usize, nh as usize) { g } else { imageops::resize(&g, nw, nh, FilterType::Triangle) };
+            let (x, y) = crop(nw, nh);
+            Ok(imageops::crop_imm(&g, x, y, s, s).to_image().into_raw())
+        }
+        3 => {
+            let c = img.to_rgb8();
+            let c = if (w, h) == (nw as usize, nh as usize) { c } else { imageops::resize(&c, nw, nh, FilterType::Triangle) };
+            let (x, y) = crop(nw, nh);
+            let hwc = imageops::crop_imm(&c, x, y, s, s).to_image().into_raw();
+            let hw = size * size;
+            let mut chw = vec![0u8; 3 * hw];
+            for p in 0..hw {
+                for ch in 0..3 {
+                    chw[ch * hw + p] = hwc[p * 3 + ch];
+                }
+            }
+            Ok(chw)
+        }
+        _ => Err(Error::BadInput { tensor: name.into(), msg: format!("image folders load 1 or 3 channels, not {channels}") }),
+    }
+}
+
+/// Class names of Fashion-MNIST.
+pub const FASHION_MNIST_CLASSES: [&str; 10] =
+    ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
+/// Class names of MNIST.
+pub const MNIST_CLASSES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+/// Class names of CIFAR-10 (as in `batches.meta.txt`).
+pub const CIFAR10_CLASSES: [&str; 10] = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
+/// CIFAR-100 coarse class names (as in `coarse_label_names.txt`).
+pub const CIFAR100_COARSE: [&str; 20] = [
+    "aquatic_mammals",
+    "fish",
+    "flowers",
+    "food_containers",
+    "fruit_and_vegetables",
+    "household_electrical_devices",
+    "household_furniture",
+    "insects",
+    "large_carnivores",
+    "large_man-made_outdoor_things",
+    "large_natural_outdoor_scenes",
+    "large_omnivores_and_herbivores",
+    "medium_mammals",
+    "non-insect_invertebrates",
+    "people",
+    "reptiles",
+    "small_mammals",
+    "trees",
+    "vehicles_1",
+    "vehicles_2",
+];
+/// CIFAR-100 fine class names (as in `fine_label_names.txt`).
+pub const CIFAR100_FINE: [&str; 100] = [
+    "apple",
+    "aquarium_fish",
+    "baby",
+    "bear",
+    "beaver",
+    "bed",
+    "bee",
+    "beetle",
+    "bicycle",
+    "bottle",
+    "bowl",
+    "boy",
+    "bridge",
+    "bus",
+    "butterfly",
+    "camel",
+    "can",
+    "castle",
+    "caterpillar",
+    "cattle",
+    "chair",
+    "chimpanzee",
+    "clock",
+    "cloud",
+    "cockroach",
+    "couch",
+    "crab",
+    "crocodile",
+    "cup",
+    "dinosaur",
+    "dolphin",
+    "elephant",
+    "flatfish",
+    "forest",
+    "fox",
+    "girl",
+    "hamster",
+    "house",
+    "kangaroo",
+    "keyboard",
+    "lamp",
+    "lawn_mower",
+    "leopard",
+    "lion",
+    "lizard",
+    "lobster",
+    "man",
+    "maple_tree",
+    "motorcycle",
+    "mountain",
+    "mouse",
+    "mushroom",
+    "oak_tree",
+    "orange",
+    "orchid",
+    "otter",
+    "palm_tree",
+    "pear",
+    "pickup_truck",
+    "pine_tree",
+    "plain",
+    "plate",
+    "poppy",
+    "porcupine",
+    "possum",
+    "rabbit",
+    "raccoon",
+    "ray",
+    "road",
+    "rocket",
+    "rose",
+    "sea",
+    "seal",
+    "shark",
+    "shrew",
+    "skunk",
+    "skyscraper",
+    "snail",
+    "snake",
+    "spider",
+    "squirrel",
+    "streetcar",
+    "sunflower",
+    "sweet_pepper",
+    "table",
+    "tank",
+    "telephone",
+    "television",
+    "tiger",
+    "tractor",
+    "train",
+    "trout",
+    "tulip",
+    "turtle",
+    "wardrobe",
+    "whale",
+    "willow_tree",
+    "wolf",
+    "woman",
+    "worm",
+];
+
+/// Native file and directory readers.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native {
+    use super::*;
+    use crate::data::Splits;
+    use std::path::{Path, PathBuf};
+
+    pub fn read(path: &Path) -> Result<Vec<u8>> {
+        std::fs::read(path).map_err(|e| Error::file(path, e))
+    }
+
+    fn dir_exists(dir: &Path) -> Result<()> {
+        if !dir.is_dir() {
+            return Err(Error::file(dir, "not a directory (or it does not exist)"));
+        }
+        Ok(())
+    }
+
+    /// `stem.gz` if present, else `stem`.
+    fn find_maybe_gz(dir: &Path, stem: &str) -> Result<PathBuf> {
+        for cand in [format!("{stem}.gz"), stem.to_string()] {
+            let p = dir.join(&cand);
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+        Err(Error::file(dir.join(format!("{stem}.gz")), format!("missing (looked for {stem}.gz and {stem})")))
+    }
+
+    fn idx_split(dir: &Path, prefix: &str, name: &str, classes: &[&str]) -> Result<Dataset> {
+        let ip = find_maybe_gz(dir, &format!("{prefix}-images-idx3-ubyte"))?;
+        let lp = find_maybe_gz(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
+        let (ib, lb) = (read(&ip)?, read(&lp)?);
+        idx_dataset(name, (&ib, &ip.display().to_string()), (&lb, &lp.display().to_string()), classes)
+    }
+
+    /// A directory of MNIST-layout IDX files (`train-images-idx3-ubyte[.gz]`, ..., `t10k-...`).
+    pub fn load_idx_dir(dir: &Path, name: &str, classes: &[&str]) -> Result<Splits> {
+        dir_exists(dir)?;
+        Ok(Splits {
+            train: idx_split(dir, "train", &format!("{name}/train"), classes)?,
+            test: idx_split(dir, "t10k", &format!("{name}/test"), classes)?,
+        })
+    }
+
+    /// The directory itself or a known subdirectory holding `probe`.
+    fn resolve(dir: &Path, sub: &str, probe: &str) -> Result<PathBuf> {
+        dir_exists(dir)?;
+        if dir.join(probe).is_file() {
+            return Ok(dir.to_path_buf());
+        }
+        if dir.join(sub).join(probe).is_file() {
+            return Ok(dir.join(sub));
+        }
+        Err(Error::file(dir.join(probe), format!("missing (also looked in {})", dir.join(sub).display())))
+    }
+
+    fn names_file(path: &Path, default: &[&str]) -> Result<Vec<String>> {
+        if !path.is_file() {
+            return Ok(default.iter().map(|s| s.to_string()).collect());
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, e))?;
+        let names: Vec<String> = text.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
+        if names.len() != default.len() {
+            return Err(Error::file(path, format!("{} class names, expected {}", names.len(), default.len())));
+        }
+        Ok(names)
+    }
+
+    /// CIFAR-10 binary version: `data_batch_1.bin` .. `data_batch_5.bin` and `test_batch.bin`
+    /// in `dir` or `dir/cifar-10-batches-bin`.
+    pub fn load_cifar10(dir: &Path) -> Result<Splits> {
+        let d = resolve(dir, "cifar-10-batches-bin", "test_batch.bin")?;
+        let names = names_file(&d.join("batches.meta.txt"), &CIFAR10_CLASSES)?;
+        let (mut px, mut lab) = (Vec::new(), Vec::new());
+        for i in 1..=5 {
+            let p = d.join(format!("data_batch_{i}.bin"));
+            if !p.is_file() {
+                return Err(Error::file(&p, "missing (CIFAR-10 training data is data_batch_1.bin .. data_batch_5.bin)"));
+            }
+            let (a, b) = parse_cifar10(&read(&p)?, &p.display().to_string())?;
+            px.extend(a);
+            lab.extend(b);
+        }
+        let tp = d.join("test_batch.bin");
+        let (tpx, tlab) = parse_cifar10(&read(&tp)?, &tp.display().to_string())?;
+        Ok(Splits {
+            train: Dataset::new("cifar10/train", px, lab, 3, 32, 32, names.clone())?,
+            test: Dataset::new("cifar10/test", tpx, tlab, 3, 32, 32, names)?,
+        })
+    }
+
+    /// CIFAR-100 binary version: `train.bin` and `test.bin` in `dir` or `dir/cifar-100-binary`;
+    /// fine labels (100 classes) unless `coarse` (20 superclasses).
+    pub fn load_cifar100(dir: &Path, coarse: bool) -> Result<Splits> {
+        let d = resolve(dir, "cifar-100-binary", "train.bin")?;
+        let names = if coarse {
+            names_file(&d.join("coarse_label_names.txt"), &CIFAR100_COARSE)?
+        } else {
+            names_file(&d.join("fine_label_names.txt"), &CIFAR100_FINE)?
+        };
+        let tag = if coarse { "cifar100-coarse" } else { "cifar100" };
+        let load = |f: &str| -> Result<(Vec<u8>, Vec<u32>)> {
+            let p = d.join(f);
+            parse_cifar100(&read(&p)?, &p.display().to_string(), coarse)
+        };
+        let (px, lab) = load("train.bin")?;
+        let (tpx, tlab) = load("test.bin")?;
+        Ok(Splits {
+            train: Dataset::new(&format!("{tag}/train"), px, lab, 3, 32, 32, names.clone())?,
+            test: Dataset::new(&format!("{tag}/test"), tpx, tlab, 3, 32, 32, names)?,
+        })
+    }
+
+    fn is_image(p: &Path) -> bool {
+        p.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+    }
+
+    fn subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| Error::file(dir, e))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
+    /// Images of each class folder, sorted by file name.
+    fn class_files(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
+        let classes = subdirs(dir)?;
+        if classes.is_empty() {
+            return Err(Error::file(dir, "no class subfolders (an image folder has one subfolder of PNG/JPEG images per class)"));
+        }
+        let mut out = Vec::new();
+        for c in classes {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&c)
+                .map_err(|e| Error::file(&c, e))?
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.is_file() && is_image(p))
+                .collect();
+            files.sort();
+            if files.is_empty() {
+                return Err(Error::file(&c, "empty class folder: no .png, .jpg or .jpeg files"));
+            }
+            out.push((c.file_name().unwrap().to_string_lossy().into_owned(), files));
+        }
+        Ok(out)
+    }
+
+    fn decode_all(files: &[(usize, &PathBuf)], size: usize, channels: usize) -> Result<(Vec<u8>, Vec<u32>)> {
+        let mut px = Vec::with_capacity(files.len() * channels * size * size);
+        let mut lab = Vec::with_capacity(files.len());
+        for &(c, p) in files {
+            px.extend(decode_image(&read(p)?, &p.display().to_string(), size, channels)?);
+            lab.push(c as u32);
+        }
+        Ok((px, lab))
+    }
+
+    /// An image folder. With `train/` and `val/` (or `test/`) subfolders those are the splits
+    /// (class folders matched by name); otherwise `dir` holds the class folders directly and every
+    /// 10th image of each class (sorted by name: the 10th, 20th, ...) is held out as the test
+    /// split. Images are resized (shorter side) and centre-cropped to `size`, with `channels`.
+    pub fn load_folder(dir: &Path, size: usize, channels: usize) -> Result<Splits> {
+        dir_exists(dir)?;
+        if size == 0 {
+            return Err(Error::BadInput { tensor: "image folder".into(), msg: "the image size must be positive".into() });
+        }
+        let test_dir = ["val", "test"].iter().map(|s| dir.join(s)).find(|p| p.is_dir());
+        let name = dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "folder".into());
+        let (train_files, test_files, names) = if let (true, Some(td)) = (dir.join("train").is_dir(), test_dir) {
+            let tr = class_files(&dir.join("train"))?;
+            let te = class_files(&td)?;
+            let names: Vec<String> = tr.iter().map(|(n, _)| n.clone()).collect();
+            let mut test = Vec::new();
+            for (n, files) in &te {
+                let c = names.iter().position(|x| x == n).ok_or_else(|| {
+                    Error::file(td.join(n), format!("class '{n}' is not among the training classes in {}", dir.join("train").display()))
+                })?;
+                test.extend(files.iter().map(|f| (c, f.clone())));
+            }
+            let train = tr.iter().enumerate().flat_map(|(c, (_, files))| files.iter().map(move |f| (c, f.clone()))).collect::<Vec<_>>();
+            (train, test, names)
+        } else {
+            let all = class_files(dir)?;
+            let names = all.iter().map(|(n, _)| n.clone()).collect();
+            let (mut train, mut test) = (Vec::new(), Vec::new());
+            for (c, (_, files)) in all.iter().enumerate() {
+                for (i, f) in files.iter().enumerate() {
+                    if i % 10 == 9 { test.push((c, f.clone())) } else { train.push((c, f.clone())) }
+                }
+            }
+            (train, test, names)
+        };
+        let tr: Vec<(usize, &PathBuf)> = train_files.iter().map(|(c, p)| (*c, p)).collect();
+        let te: Vec<(usize, &PathBuf)> = test_files.iter().map(|(c, p)| (*c, p)).collect();
+        let (px, lab) = decode_all(&tr, size, channels)?;
+        let (tpx, tlab) = decode_all(&te, size, channels)?;
+        Ok(Splits {
+            train: Dataset::new(&format!("{name}/train"), px, lab, channels, size, size, names.clone())?,
+            test: Dataset::new(&format!("{name}/test"), tpx, tlab, channels, size, size, names)?,
+        })
+    }
+}
