@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod predict;
+pub mod train;
 
 use crate::error::Result;
 use crate::gpu::Context;
@@ -30,6 +31,35 @@ pub enum Command {
     },
     /// List the models: parameters, FLOPs per image, stage feature shapes.
     Models,
+    /// Train a model from scratch (evaluates every epoch; checkpoints, config and metrics in --out).
+    Train {
+        #[arg(long, default_value = "")]
+        model: String,
+        #[command(flatten)]
+        run: train::RunArgs,
+    },
+    /// Distil a teacher into a student (OFA-KD and baselines).
+    Distill {
+        #[arg(long, default_value = "")]
+        student: String,
+        #[command(flatten)]
+        distill: train::DistillArgs,
+        #[command(flatten)]
+        run: train::RunArgs,
+    },
+    /// Top-1/top-5 accuracy and loss of a checkpoint on a dataset's test split.
+    Eval {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        weights: PathBuf,
+        #[arg(long, default_value = "bundled")]
+        data: String,
+        #[arg(long, default_value_t = 32)]
+        img_size: usize,
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+    },
     /// Eval-mode logits of a model for a float32 [N, C, H, W] .npy batch.
     Predict {
         #[arg(long)]
@@ -63,6 +93,35 @@ pub fn info(ctx: &Context) {
     println!("kernels: matmul {}, serial rows up to {}", ctx.profile.matmul.name(), ctx.profile.serial_row_max);
 }
 
+/// `train` and `distill`: a config from flags (or --config/--recipe, or --resume DIR's own).
+fn train_cmd(ctx: &Context, model: &str, distill: Option<&train::DistillArgs>, run: &train::RunArgs) -> Result<()> {
+    let (cfg, dir, resume) = match &run.resume {
+        Some(dir) => {
+            let p = dir.join("config.toml");
+            let text = std::fs::read_to_string(&p).map_err(|e| crate::error::Error::file(&p, e))?;
+            (crate::train::TrainConfig::from_toml(&text, &p.display().to_string())?, Some(dir.clone()), true)
+        }
+        None => {
+            let mut cfg = run.config(model)?;
+            if let Some(d) = distill {
+                d.apply(&mut cfg);
+            }
+            (cfg, run.out.clone(), false)
+        }
+    };
+    let s = train::run(ctx, cfg, dir.as_deref(), resume, run.plot, run.quiet)?;
+    println!(
+        "final: top-1 {:.2}% (best {:.2}%), top-5 {:.2}%, test loss {:.4}, {:.0} img/s{}",
+        s.last.top1,
+        s.best_top1,
+        s.last.top5,
+        s.last.loss,
+        s.images_per_s,
+        s.dir.map(|d| format!(", saved to {}", d.display())).unwrap_or_default()
+    );
+    Ok(())
+}
+
 pub fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -75,6 +134,19 @@ pub fn main() -> Result<()> {
             bench::run(&ctx, &what, &sizes)?;
         }
         Some(Command::Models) => predict::list_models()?,
+        Some(Command::Train { model, run }) => {
+            let ctx = Context::new()?;
+            train_cmd(&ctx, &model, None, &run)?;
+        }
+        Some(Command::Distill { student, distill, run }) => {
+            let ctx = Context::new()?;
+            train_cmd(&ctx, &student, Some(&distill), &run)?;
+        }
+        Some(Command::Eval { model, weights, data, img_size, batch }) => {
+            let ctx = Context::new()?;
+            let r = train::eval(&ctx, &model, &weights, &data, img_size, batch)?;
+            println!("{model} on {data}: top-1 {:.2}%, top-5 {:.2}%, loss {:.4} ({} images) | adapter: {}", r.top1, r.top5, r.loss, r.images, ctx.adapter);
+        }
         Some(Command::Predict { model, weights, input, out, batch }) => {
             let (shape, x) = predict::read_npy(&input)?;
             let ctx = Context::new()?;

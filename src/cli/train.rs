@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Context;
 use crate::train::report::{self, EpochRecord};
 use crate::train::session::{EvalResult, Session};
-use crate::train::{DistillConfig, TrainConfig};
+use crate::train::TrainConfig;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
@@ -145,8 +145,9 @@ impl DistillArgs {
 }
 
 pub fn load_data(spec: &str, cfg: &TrainConfig) -> Result<Splits> {
-    let s = DataSpec::parse(spec)?;
-    s.load(&LoadOptions { size: cfg.img_size, ..LoadOptions::default() })
+    let s: DataSpec = spec.parse()?;
+    let size = if cfg.img_size == 0 { LoadOptions::default().size } else { cfg.img_size };
+    s.load(&LoadOptions { size, ..LoadOptions::default() })
 }
 
 fn load_teacher(cfg: &TrainConfig) -> Result<Option<BTreeMap<String, checkpoint::FileTensor>>> {

@@ -1,6 +1,8 @@
 //! Training and distillation runs: configuration, the compiled session, metrics and reports.
 
 pub mod config;
+pub mod objective;
+pub mod session;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod report;
 

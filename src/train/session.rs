@@ -87,7 +87,7 @@ fn augment_of(cfg: &TrainConfig) -> Augment {
     let crop = match a.rrc_scale {
         Some(scale) => Crop::ResizedCrop { scale, ratio: (0.75, 4.0 / 3.0) },
         None if a.crop_padding > 0 => Crop::Pad { padding: a.crop_padding },
-        None => Crop::None,
+        None => Crop::Full,
     };
     let jitter = (a.color_jitter > 0.0).then(|| Jitter { brightness: a.color_jitter, contrast: a.color_jitter, saturation: a.color_jitter, hue: 0.0, p: 1.0 });
     Augment { crop, hflip: if a.hflip { 0.5 } else { 0.0 }, jitter, grayscale: 0.0, blur: None }
@@ -151,7 +151,7 @@ impl Session {
         let step = g.state(&opt_state.step);
         let spec = BatchSpec {
             augment: augment_of(&cfg),
-            size: data.size.min(train_ds.h.max(1)).max(train_ds.h),
+            size: train_ds.h,
             out_size: size,
             mix: mix_of(&cfg),
             smoothing: cfg.label_smoothing,
