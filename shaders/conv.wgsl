@@ -73,7 +73,10 @@ fn conv_fwd_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
                 @builtin(local_invocation_index) lid: u32) {
     let total = cp.n * cp.oh * cp.blocks;
     let pb = wid.x * 64u + lid;
-    let p = min(pb, total - 1u);
+    // Threads past the last pixel block leave at once (no barriers here): with small maps
+    // most of a workgroup may be idle, and idle SIMD batches then skip the loop.
+    if (pb >= total) { return; }
+    let p = pb;
     let owb = p % cp.blocks;
     let t = p / cp.blocks;
     let oh = t % cp.oh;
@@ -121,7 +124,6 @@ fn conv_fwd_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
             }
         }
     }
-    if (pb >= total) { return; }
     var acc = array<vec4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
     let plane_out = cp.oh * cp.ow;
     for (var i = 0u; i < 8u; i = i + 1u) {
@@ -147,7 +149,10 @@ override SW: u32 = 1u;
 fn conv_fwd_win(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let total = cp.n * cp.oh * cp.blocks;
     let pb = wid.x * 64u + lid;
-    let p = min(pb, total - 1u);
+    // Threads past the last pixel block leave at once (no barriers here): with small maps
+    // most of a workgroup may be idle, and idle SIMD batches then skip the loop.
+    if (pb >= total) { return; }
+    let p = pb;
     let owb = p % cp.blocks;
     let t = p / cp.blocks;
     let oh = t % cp.oh;
@@ -193,7 +198,6 @@ fn conv_fwd_win(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
             }
         }
     }
-    if (pb >= total) { return; }
     var acc = array<vec4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
     let plane_out = cp.oh * cp.ow;
     for (var i = 0u; i < 8u; i = i + 1u) {
@@ -218,7 +222,8 @@ fn conv_dx_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     let per_phase = cp.n * cp.qh * cp.blocks;
     let total = cp.sh * cp.sw * per_phase;
     let pb = wid.x * 64u + lid;
-    let p = min(pb, total - 1u);
+    if (pb >= total) { return; }
+    let p = pb;
     let phase = p / per_phase;
     var r = p % per_phase;
     let b = r % cp.blocks;
@@ -274,7 +279,7 @@ fn conv_dx_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
             }
         }
     }
-    if (pb >= total || ih >= cp.h) { return; }
+    if (ih >= cp.h) { return; }
     var acc = array<vec4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
     for (var i = 0u; i < 8u; i = i + 1u) {
         let ci = ci0 + i;
@@ -297,7 +302,8 @@ fn conv_dw_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     let ksz = cp.kh * cp.kw;
     let kg = cp.cin_g * ksz;
     let kk = wid.x * 64u + lid;
-    let k = min(kk, kg - 1u);
+    if (kk >= kg) { return; }
+    let k = kk;
     let ci = k / ksz;
     let ky = (k % ksz) / cp.kw;
     let kx = k % cp.kw;
@@ -348,7 +354,6 @@ fn conv_dw_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
             a7 = a7 + xv * vec4<f32>(c2[d7 + e], c2[d7 + e + o1], c2[d7 + e + o2], c2[d7 + e + o3]);
         }
     }
-    if (kk >= kg) { return; }
     var acc = array<vec4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
     let part = wid.z * cp.cout * kg;
     for (var i = 0u; i < 8u; i = i + 1u) {
@@ -379,7 +384,8 @@ fn dwc_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
            @builtin(local_invocation_index) lid: u32) {
     let total = cp.n * cp.cout * cp.oh * cp.blocks;
     let pb = wg_linear(wid, nwg) * 64u + lid;
-    let p = min(pb, total - 1u);
+    if (pb >= total) { return; }
+    let p = pb;
     let owb = p % cp.blocks;
     let t = p / cp.blocks;
     let oh = t % cp.oh;
@@ -401,7 +407,6 @@ fn dwc_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
             acc = acc + c2[c * ksz + ky * cp.kw + kx] * xv;
         }
     }
-    if (pb >= total) { return; }
     var b = 0.0;
     if ((cp.flags & 1u) != 0u) { b = c4[c]; }
     let base = (nc * cp.oh + oh) * cp.ow;
@@ -418,7 +423,8 @@ fn dwc_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let per_phase = cp.n * cp.cin * cp.qh * cp.blocks;
     let total = cp.sh * cp.sw * per_phase;
     let pb = wg_linear(wid, nwg) * 64u + lid;
-    let p = min(pb, total - 1u);
+    if (pb >= total) { return; }
+    let p = pb;
     let phase = p / per_phase;
     var r = p % per_phase;
     let b = r % cp.blocks;
@@ -443,7 +449,7 @@ fn dwc_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
             acc = acc + c2[(c * cp.kh + ky) * cp.kw + kx] * dv;
         }
     }
-    if (pb >= total || ih >= cp.h) { return; }
+    if (ih >= cp.h) { return; }
     let base = (nc * cp.h + ih) * cp.w;
     for (var j = 0u; j < TP; j = j + 1u) {
         let iw = iw0 + j * cp.sw;
@@ -458,7 +464,8 @@ fn dwc_dw(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     let ksz = cp.kh * cp.kw;
     let len = cp.cout * ksz;
     let kk = wid.x * 64u + lid;
-    let k = min(kk, len - 1u);
+    if (kk >= len) { return; }
+    let k = kk;
     let c = k / ksz;
     let ky = (k % ksz) / cp.kw;
     let kx = k % cp.kw;
@@ -485,7 +492,6 @@ fn dwc_dw(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
             acc = acc + xv * dv;
         }
     }
-    if (kk >= len) { return; }
     out_store(wid.y * len + k, acc.x + acc.y + acc.z + acc.w, 0.0);
 }
 
