@@ -21,6 +21,10 @@ const SHADERS: &[(&str, &str)] = &[
     ("optim", include_str!("../../shaders/optim.wgsl")),
     ("norm", include_str!("../../shaders/norm.wgsl")),
     ("data", include_str!("../../shaders/data.wgsl")),
+    ("conv", include_str!("../../shaders/conv.wgsl")),
+    ("batchnorm", include_str!("../../shaders/batchnorm.wgsl")),
+    ("layernorm2d", include_str!("../../shaders/layernorm2d.wgsl")),
+    ("pool", include_str!("../../shaders/pool.wgsl")),
 ];
 
 /// All shader file names, for the validation test.

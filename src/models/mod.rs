@@ -2,6 +2,10 @@
 //! and registers its names in [`REGISTRY`]. Parameter names and layouts are exactly those of
 //! the PyTorch/timm state dicts they mirror, so `.safetensors` files move both ways.
 
+pub mod convnext;
+pub mod mobilenetv2;
+pub mod resnet;
+
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Var};
 use crate::nn::{Builder, Fwd};
@@ -115,6 +119,9 @@ impl Entry {
 pub fn registry() -> Vec<Entry> {
     let mut v = Vec::new();
     // Families append their entries here as they land (cnn, vit, swin, mlp).
+    v.extend(resnet::entries());
+    v.extend(mobilenetv2::entries());
+    v.extend(convnext::entries());
     v.extend(registry_extra());
     v
 }
@@ -138,4 +145,22 @@ pub fn build(name: &str, store: &mut Store, prefix: &str, cfg: &ModelConfig) -> 
     let e = entry(name)?;
     let mut b = Builder::new(store, prefix);
     (e.build)(&mut b, cfg)
+}
+
+/// The store prefix of a model built under `b` ("" or "teacher.").
+pub(crate) fn prefix_of(b: &Builder) -> String {
+    if b.prefix().is_empty() { String::new() } else { format!("{}.", b.prefix()) }
+}
+
+/// The input must be [B, in_chans, img_size, img_size] as the model was built for (its stage
+/// feature shapes depend on it).
+pub(crate) fn check_input(g: &Graph, name: &str, cfg: &ModelConfig, x: Var) -> Result<()> {
+    let s = g.shape(x);
+    if s.len() != 4 || s[1] != cfg.in_chans || s[2] != cfg.img_size || s[3] != cfg.img_size {
+        return Err(Error::shape(
+            "model input",
+            format!("{name} was built for [B, {}, {}, {}] images, the input is {s:?}", cfg.in_chans, cfg.img_size, cfg.img_size),
+        ));
+    }
+    Ok(())
 }

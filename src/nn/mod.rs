@@ -4,8 +4,10 @@
 //! [`Builder`] (which carries the dotted name prefix), and a `forward(&self, g, x, ..)` that
 //! adds its ops to a graph. Nothing here touches wgpu.
 
+mod conv;
 mod linear;
 
+pub use conv::{BatchNorm2d, Conv2d, ConvInit, LayerNorm2d, conv_out, drop_path};
 pub use linear::{LayerNorm, Linear};
 
 use crate::error::Result;

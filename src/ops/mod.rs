@@ -2,14 +2,21 @@
 //! (in `shaders/`), and the f64 CPU reference the tests compare against.
 
 pub mod data;
+pub mod batchnorm;
+pub mod conv;
 pub mod elementwise;
+pub mod layernorm2d;
 pub mod layout;
 pub mod loss;
 pub mod matmul;
 pub mod norm;
+pub mod pool;
 pub mod random;
 pub mod reduce;
 pub mod softmax;
 
+pub use batchnorm::BnVars;
+pub use conv::Conv2dSpec;
 pub use elementwise::{Binary, Unary};
+pub use pool::PoolSpec;
 pub use reduce::Reduce;

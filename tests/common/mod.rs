@@ -96,7 +96,11 @@ impl OpCase {
     /// Build `f` over the inputs, run it on the GPU, compare with the CPU reference; then
     /// differentiate sum(y * r) on the GPU and compare with central differences in f64.
     pub fn check(&self, f: impl Fn(&mut Graph, &[Var]) -> webdistill::Result<Var>) {
-        let ctx = ctx();
+        self.check_on(&ctx(), f)
+    }
+
+    /// [`Self::check`] on a given context (e.g. one with another kernel profile).
+    pub fn check_on(&self, ctx: &Context, f: impl Fn(&mut Graph, &[Var]) -> webdistill::Result<Var>) {
         let mut g = Graph::new();
         let vars: Vec<Var> = self
             .inputs
@@ -135,7 +139,7 @@ impl OpCase {
             loss = Some(l);
         }
         let mut store = Store::new(0);
-        let plan = Plan::compile(&ctx, &g, &mut store, self.name).unwrap_or_else(|e| panic!("{}: compile: {e}", self.name));
+        let plan = Plan::compile(ctx, &g, &mut store, self.name).unwrap_or_else(|e| panic!("{}: compile: {e}", self.name));
         for (i, (v, t)) in vars.iter().zip(&self.inputs).enumerate() {
             if self.u32_inputs.contains(&i) {
                 plan.write_u32(*v, &t.data.iter().map(|&x| x as u32).collect::<Vec<_>>()).unwrap();

@@ -1,0 +1,132 @@
+// BatchNorm2d over NCHW maps, as PyTorch: statistics per channel over N*H*W elements.
+//   bn_train     one workgroup per channel: mean, biased variance (two passes), normalise,
+//                save mean and 1/std for the backward pass, and update the running stats in
+//                place (momentum, unbiased variance) and num_batches_tracked (channel 0).
+//   bn_backward  one workgroup per channel: sum(dy), sum(dy * xhat), then dx, dweight, dbias.
+//   bn_eval      elementwise with the running stats.
+
+struct BnP {
+    n: u32, c: u32, hw: u32, m: u32,
+    eps: f32, momentum: f32, unbias: f32, affine: u32,
+}
+@group(0) @binding(0) var<uniform> bp: BnP;
+// bn_train: x, w, b, y, mean, rstd, running_mean, running_var, num_batches_tracked
+// bn_backward: dy, x, w, dx, mean, rstd, dw, db
+// bn_eval: x, w, b, y, running_mean, running_var
+@group(0) @binding(1) var<storage, read_write> b1: array<f32>;
+@group(0) @binding(2) var<storage, read_write> b2: array<f32>;
+@group(0) @binding(3) var<storage, read_write> b3: array<f32>;
+@group(0) @binding(4) var<storage, read_write> b4: array<f32>;
+@group(0) @binding(5) var<storage, read_write> b5: array<f32>;
+@group(0) @binding(6) var<storage, read_write> b6: array<f32>;
+@group(0) @binding(7) var<storage, read_write> b7: array<f32>;
+@group(0) @binding(8) var<storage, read_write> b8: array<f32>;
+@group(0) @binding(9) var<storage, read_write> bcount: array<u32>;
+
+var<workgroup> bn_sh: array<f32, 256>;
+var<workgroup> bn_sh2: array<f32, 256>;
+
+fn bn_sum(lid: u32, v: f32) -> f32 {
+    bn_sh[lid] = v;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s = s >> 1u) {
+        if (lid < s) { bn_sh[lid] = bn_sh[lid] + bn_sh[lid + s]; }
+        workgroupBarrier();
+    }
+    let r = bn_sh[0];
+    workgroupBarrier();
+    return r;
+}
+
+// Two sums in one tree (halves the barriers of the backward pass).
+fn bn_sum2(lid: u32, u: f32, v: f32) -> vec2<f32> {
+    bn_sh[lid] = u;
+    bn_sh2[lid] = v;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s = s >> 1u) {
+        if (lid < s) {
+            bn_sh[lid] = bn_sh[lid] + bn_sh[lid + s];
+            bn_sh2[lid] = bn_sh2[lid] + bn_sh2[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let r = vec2<f32>(bn_sh[0], bn_sh2[0]);
+    workgroupBarrier();
+    return r;
+}
+
+// Offset of element e (0..m) of channel c: sample e / hw, pixel e % hw.
+fn bn_at(c: u32, e: u32) -> u32 {
+    return ((e / bp.hw) * bp.c + c) * bp.hw + e % bp.hw;
+}
+
+@compute @workgroup_size(256)
+fn bn_train(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = wid.x;
+    var s = 0.0;
+    for (var e = lid; e < bp.m; e = e + 256u) { s = s + b1[bn_at(c, e)]; }
+    let mean = bn_sum(lid, s) / f32(bp.m);
+    var v = 0.0;
+    for (var e = lid; e < bp.m; e = e + 256u) { let d = b1[bn_at(c, e)] - mean; v = v + d * d; }
+    let var_b = bn_sum(lid, v) / f32(bp.m);
+    let rstd = inverseSqrt(var_b + bp.eps);
+    var scale = rstd;
+    var shift = -mean * rstd;
+    if (bp.affine != 0u) {
+        scale = rstd * b2[c];
+        shift = b3[c] - mean * scale;
+    }
+    for (var e = lid; e < bp.m; e = e + 256u) {
+        let i = bn_at(c, e);
+        b4[i] = b1[i] * scale + shift;
+    }
+    if (lid == 0u) {
+        b5[c] = mean;
+        b6[c] = rstd;
+        b7[c] = (1.0 - bp.momentum) * b7[c] + bp.momentum * mean;
+        b8[c] = (1.0 - bp.momentum) * b8[c] + bp.momentum * var_b * bp.unbias;
+        if (c == 0u) { bcount[0] = bcount[0] + 1u; }
+    }
+}
+
+@compute @workgroup_size(256)
+fn bn_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = wid.x;
+    let mean = b5[c];
+    let rstd = b6[c];
+    var sdy = 0.0;
+    var sdyx = 0.0;
+    for (var e = lid; e < bp.m; e = e + 256u) {
+        let i = bn_at(c, e);
+        let dy = b1[i];
+        sdy = sdy + dy;
+        sdyx = sdyx + dy * (b2[i] - mean) * rstd;
+    }
+    let t = bn_sum2(lid, sdy, sdyx);
+    var w = 1.0;
+    if (bp.affine != 0u) { w = b3[c]; }
+    let k = w * rstd;
+    let a = t.x / f32(bp.m);
+    let b = t.y / f32(bp.m);
+    for (var e = lid; e < bp.m; e = e + 256u) {
+        let i = bn_at(c, e);
+        let xh = (b2[i] - mean) * rstd;
+        b4[i] = k * (b1[i] - a - xh * b);
+    }
+    if (lid == 0u && bp.affine != 0u) {
+        b7[c] = t.y;
+        b8[c] = t.x;
+    }
+}
+
+@compute @workgroup_size(256)
+fn bn_eval(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = elem_index(wid, nwg, lid);
+    if (i >= bp.n * bp.c * bp.hw) { return; }
+    let c = (i / bp.hw) % bp.c;
+    let rstd = inverseSqrt(b6[c] + bp.eps);
+    var y = (b1[i] - b5[c]) * rstd;
+    if (bp.affine != 0u) { y = y * b2[c] + b3[c]; }
+    b4[i] = y;
+}

@@ -1,0 +1,658 @@
+// 2-D convolution (NCHW, weights [Cout, Cin/groups, KH, KW], as PyTorch) as implicit GEMM:
+// nothing is materialised, every operand element is gathered where it is used.
+//
+//   forward  y  : rows = output pixels (N*OH*OW), cols = Cout/groups, K = Cin/groups*KH*KW
+//   input    dx : rows = input pixels  (N*H*W),   cols = Cin/groups,  K = Cout/groups*KH*KW
+//                 (a transposed convolution; for stride s only kernel taps of the right
+//                 phase contribute, so pixels are grouped by phase)
+//   weight   dw : rows = Cout/groups, cols = Cin/groups*KH*KW, K = N*OH*OW, split over
+//                 `split` chunks of (n, oh) rows whose partial sums `conv_sum_split` adds
+//
+// Two families, chosen per adapter (src/ops/conv.rs):
+//   *_reg   register blocking without shared memory or barriers: each thread owns a block of
+//           outputs (TP pixels of one row x TC channels). Lanes of a workgroup differ in pixels
+//           and share channels, so weight reads are the same address across lanes. Software
+//           adapters (lavapipe) turn every storage load into a per-lane gather and pay dearly
+//           for barriers, so this is what runs there.
+//   conv_tiled  the usual shared-memory GEMM tiling of shaders/matmul.wgsl (64x64 tiles, K in
+//           steps of 16, 4x4 outputs per thread) with the operand tiles gathered from the
+//           convolution's tensors: the shape for real GPUs. One entry point, three modes.
+// Depthwise convolutions (groups == Cin == Cout) have direct kernels (dwc_*): there is no
+// reduction over channels to tile.
+
+struct CvP {
+    n: u32, cin: u32, h: u32, w: u32,
+    cout: u32, oh: u32, ow: u32, groups: u32,
+    kh: u32, kw: u32, sh: u32, sw: u32,
+    ph: u32, pw: u32, cin_g: u32, cout_g: u32,
+    // bit 0: add bias; bit 1: accumulate into the output.
+    flags: u32,
+    // Pixel blocks per row (reg kernels), or columns of the GEMM (tiled).
+    blocks: u32,
+    // dw: number of (n, oh) row chunks and rows per chunk.
+    split: u32,
+    rows: u32,
+    // dx: rows per phase (ceil(H / sh)); tiled: mode (0 fwd, 1 dx, 2 dw).
+    qh: u32,
+    mode: u32,
+    _p0: u32,
+    _p1: u32,
+}
+@group(0) @binding(0) var<uniform> cp: CvP;
+// fwd: x, w, y, bias. dx: dy, w, dx. dw: x, dy, dw (or the split partial sums).
+@group(0) @binding(1) var<storage, read_write> c1: array<f32>;
+@group(0) @binding(2) var<storage, read_write> c2: array<f32>;
+@group(0) @binding(3) var<storage, read_write> c3: array<f32>;
+@group(0) @binding(4) var<storage, read_write> c4: array<f32>;
+
+const TP: u32 = 4u;
+
+// c1[row + iw] if the row is valid and 0 <= iw < width, else 0. The index is clamped so the
+// load stays in range whatever the mask says (bounds checks are off on Vulkan).
+fn ld1(row: u32, iw: i32, ok: bool, width: u32) -> f32 {
+    let inb = ok && iw >= 0 && iw < i32(width);
+    return select(0.0, c1[row + u32(clamp(iw, 0, i32(width) - 1))], inb);
+}
+
+fn ld2(row: u32, iw: i32, ok: bool, width: u32) -> f32 {
+    let inb = ok && iw >= 0 && iw < i32(width);
+    return select(0.0, c2[row + u32(clamp(iw, 0, i32(width) - 1))], inb);
+}
+
+fn out_store(i: u32, v: f32, bias: f32) {
+    var r = v + bias;
+    if ((cp.flags & 2u) != 0u) { r = r + c3[i]; }
+    c3[i] = r;
+}
+
+// ---------------------------------------------------------------------------------------
+// Forward, register blocked: TP consecutive output pixels of one row x 8 output channels.
+// Grid: x = pixel blocks / 64, y = groups * ceil(cout_g / 8).
+@compute @workgroup_size(64)
+fn conv_fwd_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let total = cp.n * cp.oh * cp.blocks;
+    let pb = wid.x * 64u + lid;
+    // Threads past the last pixel block leave at once (no barriers here): with small maps
+    // most of a workgroup may be idle, and idle SIMD batches then skip the loop.
+    if (pb >= total) { return; }
+    let p = pb;
+    let owb = p % cp.blocks;
+    let t = p / cp.blocks;
+    let oh = t % cp.oh;
+    let n = t / cp.oh;
+    let cbs = (cp.cout_g + 7u) / 8u;
+    let g = wid.y / cbs;
+    let co0 = g * cp.cout_g + (wid.y % cbs) * 8u;
+    let colast = g * cp.cout_g + cp.cout_g - 1u;
+    let ksz = cp.kh * cp.kw;
+    let kg = cp.cin_g * ksz;
+    // Weight rows of the 8 channels, clamped inside the group (extra rows are not stored).
+    let w0 = min(co0, colast) * kg;
+    let w1 = min(co0 + 1u, colast) * kg;
+    let w2 = min(co0 + 2u, colast) * kg;
+    let w3 = min(co0 + 3u, colast) * kg;
+    let w4 = min(co0 + 4u, colast) * kg;
+    let w5 = min(co0 + 5u, colast) * kg;
+    let w6 = min(co0 + 6u, colast) * kg;
+    let w7 = min(co0 + 7u, colast) * kg;
+    let ow0 = owb * TP;
+    let iw0 = i32(ow0 * cp.sw) - i32(cp.pw);
+    let s = i32(cp.sw);
+    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0); var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0);
+    for (var ci = 0u; ci < cp.cin_g; ci = ci + 1u) {
+        let plane = (n * cp.cin + g * cp.cin_g + ci) * cp.h;
+        for (var ky = 0u; ky < cp.kh; ky = ky + 1u) {
+            let ih = i32(oh * cp.sh + ky) - i32(cp.ph);
+            let rok = ih >= 0 && ih < i32(cp.h);
+            let row = (plane + u32(clamp(ih, 0, i32(cp.h) - 1))) * cp.w;
+            var k = ci * ksz + ky * cp.kw;
+            for (var kx = 0u; kx < cp.kw; kx = kx + 1u) {
+                let iw = iw0 + i32(kx);
+                let xv = vec4<f32>(ld1(row, iw, rok, cp.w), ld1(row, iw + s, rok, cp.w),
+                                   ld1(row, iw + 2 * s, rok, cp.w), ld1(row, iw + 3 * s, rok, cp.w));
+                a0 = a0 + c2[w0 + k] * xv;
+                a1 = a1 + c2[w1 + k] * xv;
+                a2 = a2 + c2[w2 + k] * xv;
+                a3 = a3 + c2[w3 + k] * xv;
+                a4 = a4 + c2[w4 + k] * xv;
+                a5 = a5 + c2[w5 + k] * xv;
+                a6 = a6 + c2[w6 + k] * xv;
+                a7 = a7 + c2[w7 + k] * xv;
+                k = k + 1u;
+            }
+        }
+    }
+    var acc = array<vec4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
+    let plane_out = cp.oh * cp.ow;
+    for (var i = 0u; i < 8u; i = i + 1u) {
+        let co = co0 + i;
+        if (co > colast) { break; }
+        var b = 0.0;
+        if ((cp.flags & 1u) != 0u) { b = c4[co]; }
+        let base = (n * cp.cout + co) * plane_out + oh * cp.ow;
+        for (var j = 0u; j < TP; j = j + 1u) {
+            if (ow0 + j < cp.ow) { out_store(base + ow0 + j, acc[i][j], b); }
+        }
+    }
+}
+
+// Forward, register blocked with a row window: the (TP-1)*SW + KW input values a thread's
+// TP pixels touch in one kernel row are loaded once and reused by every tap, instead of
+// TP loads per tap. KW and SW are pipeline constants so the tap loops unroll and the window
+// stays in registers. Same grid as conv_fwd_reg.
+override KW: u32 = 3u;
+override SW: u32 = 1u;
+
+@compute @workgroup_size(64)
+fn conv_fwd_win(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let total = cp.n * cp.oh * cp.blocks;
+    let pb = wid.x * 64u + lid;
+    // Threads past the last pixel block leave at once (no barriers here): with small maps
+    // most of a workgroup may be idle, and idle SIMD batches then skip the loop.
+    if (pb >= total) { return; }
+    let p = pb;
+    let owb = p % cp.blocks;
+    let t = p / cp.blocks;
+    let oh = t % cp.oh;
+    let n = t / cp.oh;
+    let cbs = (cp.cout_g + 7u) / 8u;
+    let g = wid.y / cbs;
+    let co0 = g * cp.cout_g + (wid.y % cbs) * 8u;
+    let colast = g * cp.cout_g + cp.cout_g - 1u;
+    let ksz = cp.kh * KW;
+    let kg = cp.cin_g * ksz;
+    let w0 = min(co0, colast) * kg;
+    let w1 = min(co0 + 1u, colast) * kg;
+    let w2 = min(co0 + 2u, colast) * kg;
+    let w3 = min(co0 + 3u, colast) * kg;
+    let w4 = min(co0 + 4u, colast) * kg;
+    let w5 = min(co0 + 5u, colast) * kg;
+    let w6 = min(co0 + 6u, colast) * kg;
+    let w7 = min(co0 + 7u, colast) * kg;
+    let ow0 = owb * TP;
+    let iw0 = i32(ow0 * SW) - i32(cp.pw);
+    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0); var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0);
+    var xr: array<f32, 16>;
+    for (var ci = 0u; ci < cp.cin_g; ci = ci + 1u) {
+        let plane = (n * cp.cin + g * cp.cin_g + ci) * cp.h;
+        for (var ky = 0u; ky < cp.kh; ky = ky + 1u) {
+            let ih = i32(oh * cp.sh + ky) - i32(cp.ph);
+            let rok = ih >= 0 && ih < i32(cp.h);
+            let row = (plane + u32(clamp(ih, 0, i32(cp.h) - 1))) * cp.w;
+            for (var e = 0u; e < (TP - 1u) * SW + KW; e = e + 1u) { xr[e] = ld1(row, iw0 + i32(e), rok, cp.w); }
+            var k = ci * ksz + ky * KW;
+            for (var kx = 0u; kx < KW; kx = kx + 1u) {
+                let xv = vec4<f32>(xr[kx], xr[kx + SW], xr[kx + 2u * SW], xr[kx + 3u * SW]);
+                a0 = a0 + c2[w0 + k] * xv;
+                a1 = a1 + c2[w1 + k] * xv;
+                a2 = a2 + c2[w2 + k] * xv;
+                a3 = a3 + c2[w3 + k] * xv;
+                a4 = a4 + c2[w4 + k] * xv;
+                a5 = a5 + c2[w5 + k] * xv;
+                a6 = a6 + c2[w6 + k] * xv;
+                a7 = a7 + c2[w7 + k] * xv;
+                k = k + 1u;
+            }
+        }
+    }
+    var acc = array<vec4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
+    let plane_out = cp.oh * cp.ow;
+    for (var i = 0u; i < 8u; i = i + 1u) {
+        let co = co0 + i;
+        if (co > colast) { break; }
+        var b = 0.0;
+        if ((cp.flags & 1u) != 0u) { b = c4[co]; }
+        let base = (n * cp.cout + co) * plane_out + oh * cp.ow;
+        for (var j = 0u; j < TP; j = j + 1u) {
+            if (ow0 + j < cp.ow) { out_store(base + ow0 + j, acc[i][j], b); }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Input gradient, register blocked: TP input pixels of one row spaced by the stride (so they
+// share a phase, and their output columns are consecutive) x 8 input channels. Pixels are
+// numbered phase-major so the lanes of a SIMD batch skip the same kernel taps.
+// Grid: x = (sh*sw phases * N * qh * blocks) / 64, y = groups * ceil(cin_g / 8).
+@compute @workgroup_size(64)
+fn conv_dx_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let per_phase = cp.n * cp.qh * cp.blocks;
+    let total = cp.sh * cp.sw * per_phase;
+    let pb = wid.x * 64u + lid;
+    if (pb >= total) { return; }
+    let p = pb;
+    let phase = p / per_phase;
+    var r = p % per_phase;
+    let b = r % cp.blocks;
+    r = r / cp.blocks;
+    let q = r % cp.qh;
+    let n = r / cp.qh;
+    let rh = phase / cp.sw;
+    let rw = phase % cp.sw;
+    let ih = rh + q * cp.sh;
+    let iw0 = rw + b * TP * cp.sw;
+    let cbs = (cp.cin_g + 7u) / 8u;
+    let g = wid.y / cbs;
+    let ci0 = (wid.y % cbs) * 8u;
+    let cilast = cp.cin_g - 1u;
+    let ksz = cp.kh * cp.kw;
+    let kg = cp.cin_g * ksz;
+    let w0 = min(ci0, cilast) * ksz;
+    let w1 = min(ci0 + 1u, cilast) * ksz;
+    let w2 = min(ci0 + 2u, cilast) * ksz;
+    let w3 = min(ci0 + 3u, cilast) * ksz;
+    let w4 = min(ci0 + 4u, cilast) * ksz;
+    let w5 = min(ci0 + 5u, cilast) * ksz;
+    let w6 = min(ci0 + 6u, cilast) * ksz;
+    let w7 = min(ci0 + 7u, cilast) * ksz;
+    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0); var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0);
+    // Taps of this phase: ky = (ih + ph) mod sh, + sh, ...; likewise kx.
+    let ky0 = (ih + cp.ph) % cp.sh;
+    let kx0 = (iw0 + cp.pw) % cp.sw;
+    for (var co = 0u; co < cp.cout_g; co = co + 1u) {
+        let coa = g * cp.cout_g + co;
+        let plane = (n * cp.cout + coa) * cp.oh;
+        let wrow = coa * kg;
+        for (var ky = ky0; ky < cp.kh; ky = ky + cp.sh) {
+            let ohs = i32(ih + cp.ph) - i32(ky);
+            let oh = ohs / i32(cp.sh);
+            let rok = ohs >= 0 && oh < i32(cp.oh);
+            let row = (plane + u32(clamp(oh, 0, i32(cp.oh) - 1))) * cp.ow;
+            for (var kx = kx0; kx < cp.kw; kx = kx + cp.sw) {
+                // (iw0 + pw - kx) is a multiple of sw; floor division of a possibly negative value.
+                let ows = (i32(iw0 + cp.pw) - i32(kx)) / i32(cp.sw);
+                let dv = vec4<f32>(ld1(row, ows, rok, cp.ow), ld1(row, ows + 1, rok, cp.ow),
+                                   ld1(row, ows + 2, rok, cp.ow), ld1(row, ows + 3, rok, cp.ow));
+                let k = wrow + ky * cp.kw + kx;
+                a0 = a0 + c2[k + w0] * dv;
+                a1 = a1 + c2[k + w1] * dv;
+                a2 = a2 + c2[k + w2] * dv;
+                a3 = a3 + c2[k + w3] * dv;
+                a4 = a4 + c2[k + w4] * dv;
+                a5 = a5 + c2[k + w5] * dv;
+                a6 = a6 + c2[k + w6] * dv;
+                a7 = a7 + c2[k + w7] * dv;
+            }
+        }
+    }
+    if (ih >= cp.h) { return; }
+    var acc = array<vec4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
+    for (var i = 0u; i < 8u; i = i + 1u) {
+        let ci = ci0 + i;
+        if (ci > cilast) { break; }
+        let base = ((n * cp.cin + g * cp.cin_g + ci) * cp.h + ih) * cp.w;
+        for (var j = 0u; j < TP; j = j + 1u) {
+            let iw = iw0 + j * cp.sw;
+            if (iw < cp.w) { out_store(base + iw, acc[i][j], 0.0); }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Weight gradient, register blocked: one kernel tap k = (ci, ky, kx) per thread x 8 output
+// channels, reducing over the (n, oh) rows of chunk wid.z, TP output columns at a time.
+// Bindings: x (1), dy (2), out (3): dw [Cout, K] or partial sums [split, Cout, K].
+// Grid: x = ceil(cin_g*KH*KW / 64), y = groups * ceil(cout_g / 8), z = split.
+@compute @workgroup_size(64)
+fn conv_dw_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let ksz = cp.kh * cp.kw;
+    let kg = cp.cin_g * ksz;
+    let kk = wid.x * 64u + lid;
+    if (kk >= kg) { return; }
+    let k = kk;
+    let ci = k / ksz;
+    let ky = (k % ksz) / cp.kw;
+    let kx = k % cp.kw;
+    let cbs = (cp.cout_g + 7u) / 8u;
+    let g = wid.y / cbs;
+    let co0 = g * cp.cout_g + (wid.y % cbs) * 8u;
+    let colast = g * cp.cout_g + cp.cout_g - 1u;
+    let opl = cp.oh * cp.ow;
+    let d0 = min(co0, colast) * opl;
+    let d1 = min(co0 + 1u, colast) * opl;
+    let d2 = min(co0 + 2u, colast) * opl;
+    let d3 = min(co0 + 3u, colast) * opl;
+    let d4 = min(co0 + 4u, colast) * opl;
+    let d5 = min(co0 + 5u, colast) * opl;
+    let d6 = min(co0 + 6u, colast) * opl;
+    let d7 = min(co0 + 7u, colast) * opl;
+    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0); var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0);
+    let r0 = wid.z * cp.rows;
+    let r1 = min(r0 + cp.rows, cp.n * cp.oh);
+    let s = i32(cp.sw);
+    for (var r = r0; r < r1; r = r + 1u) {
+        let n = r / cp.oh;
+        let oh = r % cp.oh;
+        let ih = i32(oh * cp.sh + ky) - i32(cp.ph);
+        let rok = ih >= 0 && ih < i32(cp.h);
+        let xrow = ((n * cp.cin + g * cp.cin_g + ci) * cp.h + u32(clamp(ih, 0, i32(cp.h) - 1))) * cp.w;
+        let dyrow = n * cp.cout * opl + oh * cp.ow;
+        for (var ow = 0u; ow < cp.ow; ow = ow + TP) {
+            let iw = i32(ow * cp.sw + kx) - i32(cp.pw);
+            // Columns past OW read a clamped x value times a zero dy: mask x instead.
+            let m1 = ow + 1u < cp.ow;
+            let m2 = ow + 2u < cp.ow;
+            let m3 = ow + 3u < cp.ow;
+            let xv = vec4<f32>(ld1(xrow, iw, rok, cp.w), ld1(xrow, iw + s, rok && m1, cp.w),
+                               ld1(xrow, iw + 2 * s, rok && m2, cp.w), ld1(xrow, iw + 3 * s, rok && m3, cp.w));
+            let e = dyrow + ow;
+            let o1 = min(ow + 1u, cp.ow - 1u) - ow;
+            let o2 = min(ow + 2u, cp.ow - 1u) - ow;
+            let o3 = min(ow + 3u, cp.ow - 1u) - ow;
+            a0 = a0 + xv * vec4<f32>(c2[d0 + e], c2[d0 + e + o1], c2[d0 + e + o2], c2[d0 + e + o3]);
+            a1 = a1 + xv * vec4<f32>(c2[d1 + e], c2[d1 + e + o1], c2[d1 + e + o2], c2[d1 + e + o3]);
+            a2 = a2 + xv * vec4<f32>(c2[d2 + e], c2[d2 + e + o1], c2[d2 + e + o2], c2[d2 + e + o3]);
+            a3 = a3 + xv * vec4<f32>(c2[d3 + e], c2[d3 + e + o1], c2[d3 + e + o2], c2[d3 + e + o3]);
+            a4 = a4 + xv * vec4<f32>(c2[d4 + e], c2[d4 + e + o1], c2[d4 + e + o2], c2[d4 + e + o3]);
+            a5 = a5 + xv * vec4<f32>(c2[d5 + e], c2[d5 + e + o1], c2[d5 + e + o2], c2[d5 + e + o3]);
+            a6 = a6 + xv * vec4<f32>(c2[d6 + e], c2[d6 + e + o1], c2[d6 + e + o2], c2[d6 + e + o3]);
+            a7 = a7 + xv * vec4<f32>(c2[d7 + e], c2[d7 + e + o1], c2[d7 + e + o2], c2[d7 + e + o3]);
+        }
+    }
+    var acc = array<vec4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
+    let part = wid.z * cp.cout * kg;
+    for (var i = 0u; i < 8u; i = i + 1u) {
+        let co = co0 + i;
+        if (co > colast) { break; }
+        let v = acc[i];
+        out_store(part + co * kg + k, v.x + v.y + v.z + v.w, 0.0);
+    }
+}
+
+// out[i] (+)= sum over s of part[s * len + i]; bindings: part (1), out (3). len = cp.rows.
+@compute @workgroup_size(256)
+fn conv_sum_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let i = elem_index(wid, nwg, lid);
+    let len = cp.rows;
+    if (i >= len) { return; }
+    var acc = 0.0;
+    for (var s = 0u; s < cp.split; s = s + 1u) { acc = acc + c1[s * len + i]; }
+    out_store(i, acc, 0.0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Depthwise (groups == Cin == Cout), direct. Forward: TP output pixels of one row of one
+// (n, c) plane per thread. Grid: (N*C*OH*blocks) / 64.
+@compute @workgroup_size(64)
+fn dwc_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let total = cp.n * cp.cout * cp.oh * cp.blocks;
+    let pb = wg_linear(wid, nwg) * 64u + lid;
+    if (pb >= total) { return; }
+    let p = pb;
+    let owb = p % cp.blocks;
+    let t = p / cp.blocks;
+    let oh = t % cp.oh;
+    let nc = t / cp.oh;
+    let c = nc % cp.cout;
+    let ow0 = owb * TP;
+    let iw0 = i32(ow0 * cp.sw) - i32(cp.pw);
+    let s = i32(cp.sw);
+    let ksz = cp.kh * cp.kw;
+    var acc = vec4<f32>(0.0);
+    for (var ky = 0u; ky < cp.kh; ky = ky + 1u) {
+        let ih = i32(oh * cp.sh + ky) - i32(cp.ph);
+        let rok = ih >= 0 && ih < i32(cp.h);
+        let row = (nc * cp.h + u32(clamp(ih, 0, i32(cp.h) - 1))) * cp.w;
+        for (var kx = 0u; kx < cp.kw; kx = kx + 1u) {
+            let iw = iw0 + i32(kx);
+            let xv = vec4<f32>(ld1(row, iw, rok, cp.w), ld1(row, iw + s, rok, cp.w),
+                               ld1(row, iw + 2 * s, rok, cp.w), ld1(row, iw + 3 * s, rok, cp.w));
+            acc = acc + c2[c * ksz + ky * cp.kw + kx] * xv;
+        }
+    }
+    var b = 0.0;
+    if ((cp.flags & 1u) != 0u) { b = c4[c]; }
+    let base = (nc * cp.oh + oh) * cp.ow;
+    for (var j = 0u; j < TP; j = j + 1u) {
+        if (ow0 + j < cp.ow) { out_store(base + ow0 + j, acc[j], b); }
+    }
+}
+
+// Depthwise input gradient: TP input pixels of one row spaced by the stride, phase-major as
+// conv_dx_reg. Bindings: dy (1), w (2), dx (3). Grid: (sh*sw * N*C * qh * blocks) / 64.
+@compute @workgroup_size(64)
+fn dwc_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let per_phase = cp.n * cp.cin * cp.qh * cp.blocks;
+    let total = cp.sh * cp.sw * per_phase;
+    let pb = wg_linear(wid, nwg) * 64u + lid;
+    if (pb >= total) { return; }
+    let p = pb;
+    let phase = p / per_phase;
+    var r = p % per_phase;
+    let b = r % cp.blocks;
+    r = r / cp.blocks;
+    let q = r % cp.qh;
+    let nc = r / cp.qh;
+    let c = nc % cp.cin;
+    let ih = phase / cp.sw + q * cp.sh;
+    let iw0 = phase % cp.sw + b * TP * cp.sw;
+    let ky0 = (ih + cp.ph) % cp.sh;
+    let kx0 = (iw0 + cp.pw) % cp.sw;
+    var acc = vec4<f32>(0.0);
+    for (var ky = ky0; ky < cp.kh; ky = ky + cp.sh) {
+        let ohs = i32(ih + cp.ph) - i32(ky);
+        let oh = ohs / i32(cp.sh);
+        let rok = ohs >= 0 && oh < i32(cp.oh);
+        let row = (nc * cp.oh + u32(clamp(oh, 0, i32(cp.oh) - 1))) * cp.ow;
+        for (var kx = kx0; kx < cp.kw; kx = kx + cp.sw) {
+            let ows = (i32(iw0 + cp.pw) - i32(kx)) / i32(cp.sw);
+            let dv = vec4<f32>(ld1(row, ows, rok, cp.ow), ld1(row, ows + 1, rok, cp.ow),
+                               ld1(row, ows + 2, rok, cp.ow), ld1(row, ows + 3, rok, cp.ow));
+            acc = acc + c2[(c * cp.kh + ky) * cp.kw + kx] * dv;
+        }
+    }
+    if (ih >= cp.h) { return; }
+    let base = (nc * cp.h + ih) * cp.w;
+    for (var j = 0u; j < TP; j = j + 1u) {
+        let iw = iw0 + j * cp.sw;
+        if (iw < cp.w) { out_store(base + iw, acc[j], 0.0); }
+    }
+}
+
+// Depthwise weight gradient: one (c, ky, kx) tap per thread, reducing over the (n, oh) rows
+// of chunk wid.y. Bindings: x (1), dy (2), out (3). Grid: x = ceil(C*KH*KW / 64), y = split.
+@compute @workgroup_size(64)
+fn dwc_dw(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let ksz = cp.kh * cp.kw;
+    let len = cp.cout * ksz;
+    let kk = wid.x * 64u + lid;
+    if (kk >= len) { return; }
+    let k = kk;
+    let c = k / ksz;
+    let ky = (k % ksz) / cp.kw;
+    let kx = k % cp.kw;
+    let r0 = wid.y * cp.rows;
+    let r1 = min(r0 + cp.rows, cp.n * cp.oh);
+    let s = i32(cp.sw);
+    var acc = vec4<f32>(0.0);
+    for (var r = r0; r < r1; r = r + 1u) {
+        let n = r / cp.oh;
+        let oh = r % cp.oh;
+        let ih = i32(oh * cp.sh + ky) - i32(cp.ph);
+        let rok = ih >= 0 && ih < i32(cp.h);
+        let xrow = ((n * cp.cin + c) * cp.h + u32(clamp(ih, 0, i32(cp.h) - 1))) * cp.w;
+        let dyrow = ((n * cp.cout + c) * cp.oh + oh) * cp.ow;
+        for (var ow = 0u; ow < cp.ow; ow = ow + TP) {
+            let iw = i32(ow * cp.sw + kx) - i32(cp.pw);
+            let m1 = ow + 1u < cp.ow;
+            let m2 = ow + 2u < cp.ow;
+            let m3 = ow + 3u < cp.ow;
+            let xv = vec4<f32>(ld1(xrow, iw, rok, cp.w), ld1(xrow, iw + s, rok && m1, cp.w),
+                               ld1(xrow, iw + 2 * s, rok && m2, cp.w), ld1(xrow, iw + 3 * s, rok && m3, cp.w));
+            let dv = vec4<f32>(ld2(dyrow, i32(ow), true, cp.ow), ld2(dyrow, i32(ow + 1u), m1, cp.ow),
+                               ld2(dyrow, i32(ow + 2u), m2, cp.ow), ld2(dyrow, i32(ow + 3u), m3, cp.ow));
+            acc = acc + xv * dv;
+        }
+    }
+    out_store(wid.y * len + k, acc.x + acc.y + acc.z + acc.w, 0.0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Shared-memory tiled implicit GEMM for real GPUs (cp.mode: 0 forward, 1 dx, 2 dw).
+// C[m, n] = sum_k A[m, k] B[k, n] per group (wid.z = group, and for dw also the split chunk):
+//   fwd: m = output pixel, n = output channel in group, k = (ci, ky, kx)
+//   dx:  m = input pixel,  n = input channel in group,  k = (co, ky, kx); zero where the tap
+//        does not land on an output pixel
+//   dw:  m = output channel in group, n = (ci, ky, kx), k = output pixel in the chunk
+// Rows/cols/K of the GEMM: fwd (N*OH*OW, cout_g, cin_g*KH*KW); dx (N*H*W, cin_g,
+// cout_g*KH*KW); dw (cout_g, cin_g*KH*KW, rows*OW).
+const CT: u32 = 64u;
+const CK: u32 = 16u;
+var<workgroup> cta: array<array<f32, 64>, 16>;
+var<workgroup> ctb: array<array<f32, 64>, 16>;
+
+// x[n, c, ih, iw] from binding 1 with zero padding.
+fn xat(n: u32, c: u32, ih: i32, iw: i32) -> f32 {
+    let ok = ih >= 0 && ih < i32(cp.h) && iw >= 0 && iw < i32(cp.w);
+    let i = ((n * cp.cin + c) * cp.h + u32(clamp(ih, 0, i32(cp.h) - 1))) * cp.w + u32(clamp(iw, 0, i32(cp.w) - 1));
+    return select(0.0, c1[i], ok);
+}
+
+fn tiled_a(g: u32, chunk: u32, m: u32, k: u32) -> f32 {
+    let ksz = cp.kh * cp.kw;
+    if (cp.mode == 0u) {
+        // x gathered for output pixel m and tap k
+        let ow = m % cp.ow;
+        let t = m / cp.ow;
+        let oh = t % cp.oh;
+        let n = t / cp.oh;
+        let ci = k / ksz;
+        let ky = (k % ksz) / cp.kw;
+        let kx = k % cp.kw;
+        return xat(n, g * cp.cin_g + ci, i32(oh * cp.sh + ky) - i32(cp.ph), i32(ow * cp.sw + kx) - i32(cp.pw));
+    } else if (cp.mode == 1u) {
+        // dy at the output pixel that input pixel m feeds through tap k
+        let iw = m % cp.w;
+        let t = m / cp.w;
+        let ih = t % cp.h;
+        let n = t / cp.h;
+        let co = k / ksz;
+        let ky = (k % ksz) / cp.kw;
+        let kx = k % cp.kw;
+        let ohs = i32(ih + cp.ph) - i32(ky);
+        let ows = i32(iw + cp.pw) - i32(kx);
+        let oh = ohs / i32(cp.sh);
+        let ow = ows / i32(cp.sw);
+        let ok = ohs >= 0 && ows >= 0 && ohs % i32(cp.sh) == 0 && ows % i32(cp.sw) == 0 && oh < i32(cp.oh) && ow < i32(cp.ow);
+        let i = ((n * cp.cout + g * cp.cout_g + co) * cp.oh + u32(clamp(oh, 0, i32(cp.oh) - 1))) * cp.ow + u32(clamp(ow, 0, i32(cp.ow) - 1));
+        return select(0.0, c1[i], ok);
+    }
+    // dw: dy[n, co = m, pixel k of the chunk]
+    let r = chunk * cp.rows * cp.ow + k;
+    let ow = r % cp.ow;
+    let t = r / cp.ow;
+    let oh = t % cp.oh;
+    let n = t / cp.oh;
+    return c2[((n * cp.cout + g * cp.cout_g + m) * cp.oh + oh) * cp.ow + ow];
+}
+
+fn tiled_b(g: u32, chunk: u32, k: u32, col: u32) -> f32 {
+    let ksz = cp.kh * cp.kw;
+    if (cp.mode == 0u) {
+        // w[co = col, k]
+        return c2[(g * cp.cout_g + col) * cp.cin_g * ksz + k];
+    } else if (cp.mode == 1u) {
+        // w[co, ci = col, ky, kx] with k = (co, ky, kx)
+        let co = k / ksz;
+        let t = k % ksz;
+        return c2[((g * cp.cout_g + co) * cp.cin_g + col) * ksz + t];
+    }
+    // dw: x at output pixel k of the chunk through tap col = (ci, ky, kx)
+    let r = chunk * cp.rows * cp.ow + k;
+    let ow = r % cp.ow;
+    let t = r / cp.ow;
+    let oh = t % cp.oh;
+    let n = t / cp.oh;
+    let ci = col / ksz;
+    let ky = (col % ksz) / cp.kw;
+    let kx = col % cp.kw;
+    return xat(n, g * cp.cin_g + ci, i32(oh * cp.sh + ky) - i32(cp.ph), i32(ow * cp.sw + kx) - i32(cp.pw));
+}
+
+fn tiled_store(g: u32, chunk: u32, m: u32, col: u32, v: f32) {
+    let ksz = cp.kh * cp.kw;
+    if (cp.mode == 0u) {
+        let ow = m % cp.ow;
+        let t = m / cp.ow;
+        let oh = t % cp.oh;
+        let n = t / cp.oh;
+        let co = g * cp.cout_g + col;
+        var b = 0.0;
+        if ((cp.flags & 1u) != 0u) { b = c4[co]; }
+        out_store(((n * cp.cout + co) * cp.oh + oh) * cp.ow + ow, v, b);
+    } else if (cp.mode == 1u) {
+        let iw = m % cp.w;
+        let t = m / cp.w;
+        let ih = t % cp.h;
+        let n = t / cp.h;
+        out_store(((n * cp.cin + g * cp.cin_g + col) * cp.h + ih) * cp.w + iw, v, 0.0);
+    } else {
+        let kg = cp.cin_g * ksz;
+        out_store(chunk * cp.cout * kg + (g * cp.cout_g + m) * kg + col, v, 0.0);
+    }
+}
+
+// Grid: x = ceil(cols / 64), y = ceil(rows / 64), z = groups (* split for dw).
+@compute @workgroup_size(16, 16, 1)
+fn conv_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+              @builtin(local_invocation_index) li: u32) {
+    let ksz = cp.kh * cp.kw;
+    var g = wid.z;
+    var chunk = 0u;
+    var rows: u32;
+    var cols: u32;
+    var kdim: u32;
+    if (cp.mode == 0u) {
+        rows = cp.n * cp.oh * cp.ow; cols = cp.cout_g; kdim = cp.cin_g * ksz;
+    } else if (cp.mode == 1u) {
+        rows = cp.n * cp.h * cp.w; cols = cp.cin_g; kdim = cp.cout_g * ksz;
+    } else {
+        g = wid.z % cp.groups;
+        chunk = wid.z / cp.groups;
+        rows = cp.cout_g; cols = cp.cin_g * ksz;
+        kdim = (min(chunk * cp.rows + cp.rows, cp.n * cp.oh) - chunk * cp.rows) * cp.ow;
+    }
+    let mt = wid.y * CT;
+    let nt = wid.x * CT;
+    var acc: array<vec4<f32>, 4>;
+    for (var i = 0u; i < 4u; i = i + 1u) { acc[i] = vec4<f32>(0.0); }
+    for (var k0 = 0u; k0 < kdim; k0 = k0 + CK) {
+        for (var e = 0u; e < 4u; e = e + 1u) {
+            let idx = li + e * 256u;
+            let kk = idx / 64u;
+            let rr = idx % 64u;
+            let k = k0 + kk;
+            var av = 0.0;
+            var bv = 0.0;
+            if (k < kdim && mt + rr < rows) { av = tiled_a(g, chunk, mt + rr, k); }
+            if (k < kdim && nt + rr < cols) { bv = tiled_b(g, chunk, k, nt + rr); }
+            cta[kk][rr] = av;
+            ctb[kk][rr] = bv;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < CK; kk = kk + 1u) {
+            let bv = vec4<f32>(ctb[kk][lid.x], ctb[kk][lid.x + 16u], ctb[kk][lid.x + 32u], ctb[kk][lid.x + 48u]);
+            acc[0] = acc[0] + cta[kk][lid.y] * bv;
+            acc[1] = acc[1] + cta[kk][lid.y + 16u] * bv;
+            acc[2] = acc[2] + cta[kk][lid.y + 32u] * bv;
+            acc[3] = acc[3] + cta[kk][lid.y + 48u] * bv;
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        let m = mt + lid.y + i * 16u;
+        if (m >= rows) { continue; }
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            let col = nt + lid.x + j * 16u;
+            if (col < cols) { tiled_store(g, chunk, m, col, acc[i][j]); }
+        }
+    }
+}
