@@ -69,6 +69,19 @@ fn beta_draw(key: u32, item: u32, alpha: f32) -> f32 {
     return x / (x + y);
 }
 
+// ---- grids ------------------------------------------------------------------------------
+
+// Per-element kernels run on a grid of (pixel chunks of 256, planes): x covers the elements of
+// one plane, y (and z beyond 65535) the planes, so a thread needs one division, not four
+// (integer division is slow on software adapters, and per-plane values stay uniform).
+fn plane_of(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.y + wid.z * nwg.y;
+}
+
+fn pix_of(wid: vec3<u32>, lid: u32) -> u32 {
+    return wid.x * 256u + lid;
+}
+
 // ---- sampling ---------------------------------------------------------------------------
 
 // Bijection of [0, n): a balanced 4-round Feistel network over 2*half bits, cycle-walked.
@@ -138,13 +151,12 @@ struct GatherP { batch: u32, stride: u32, per_page: u32, page: u32 }
 // Copy the packed words of the batch's images that live in this page (one dispatch per page).
 @compute @workgroup_size(256)
 fn gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = elem_index(wid, nwg, lid);
-    if (i >= gp.batch * gp.stride) { return; }
-    let b = i / gp.stride;
-    let w = i % gp.stride;
+    let b = plane_of(wid, nwg);
+    let w = pix_of(wid, lid);
+    if (b >= gp.batch || w >= gp.stride) { return; }
     let img = g_idx[b];
     if (img / gp.per_page != gp.page) { return; }
-    g_raw[i] = g_page[(img % gp.per_page) * gp.stride + w];
+    g_raw[b * gp.stride + w] = g_page[(img % gp.per_page) * gp.stride + w];
 }
 
 // ---- per-sample view parameters ---------------------------------------------------------
@@ -326,12 +338,14 @@ fn raw_px(b: u32, c: u32, y: i32, x: i32) -> f32 {
 // source position is an integer), values in [0, 1].
 @compute @workgroup_size(256)
 fn geom(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = elem_index(wid, nwg, lid);
-    if (i >= gm.m * gm.c * gm.oh * gm.ow) { return; }
-    var ox = i % gm.ow;
-    let oy = (i / gm.ow) % gm.oh;
-    let c = (i / (gm.ow * gm.oh)) % gm.c;
-    let s = i / (gm.ow * gm.oh * gm.c);
+    let plane = plane_of(wid, nwg);
+    let p = pix_of(wid, lid);
+    if (plane >= gm.m * gm.c || p >= gm.oh * gm.ow) { return; }
+    let i = plane * gm.oh * gm.ow + p;
+    let oy = p / gm.ow;
+    var ox = p - oy * gm.ow;
+    let c = plane % gm.c;
+    let s = plane / gm.c;
     let o = s * REC;
     if (gm_rec[o + 8u] > 0.5) { ox = gm.ow - 1u - ox; }
     let sx = clamp(gm_rec[o + 0u] * f32(ox) + gm_rec[o + 1u], gm_rec[o + 2u], gm_rec[o + 3u]);
@@ -360,8 +374,10 @@ struct ColorP { m: u32, c: u32, hw: u32, _p: u32 }
 @group(0) @binding(2) var<storage, read_write> c_rec: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c_out: array<f32>;
 
-var<workgroup> c_red: array<f32, 256>;
+const CWG: u32 = 64u;
+var<workgroup> c_red: array<f32, 64>;
 var<workgroup> c_sel: u32;
+var<workgroup> c_mean: f32;
 
 fn gray3(p: vec3<f32>) -> f32 {
     return 0.2989 * p.x + 0.587 * p.y + 0.114 * p.z;
@@ -420,78 +436,91 @@ fn c_store(base: u32, p: u32, v: vec3<f32>) {
     }
 }
 
-// Make a value read from storage workgroup-uniform (so barriers may depend on it).
-fn c_uniform(lid: u32, v: u32) -> u32 {
-    workgroupBarrier();
-    if (lid == 0u) { c_sel = v; }
-    return workgroupUniformLoad(&c_sel);
+// Apply jitter op `op` (0 brightness, 1 contrast, 2 saturation, 3 hue) to one pixel.
+fn c_apply(op: u32, v: vec3<f32>, o: u32, mean: f32) -> vec3<f32> {
+    switch op {
+        case 0u: { return clamp(c_rec[o + 10u] * v, vec3<f32>(0.0), vec3<f32>(1.0)); }
+        case 1u: {
+            let f = c_rec[o + 11u];
+            return clamp(f * v + (1.0 - f) * mean, vec3<f32>(0.0), vec3<f32>(1.0));
+        }
+        case 2u: {
+            if (cp.c != 3u) { return v; }
+            let f = c_rec[o + 12u];
+            return clamp(f * v + (1.0 - f) * gray3(v), vec3<f32>(0.0), vec3<f32>(1.0));
+        }
+        default: {
+            let f = c_rec[o + 13u];
+            if (cp.c != 3u || f == 0.0) { return v; }
+            var q = rgb2hsv(v);
+            q.x = fract(q.x + f);
+            return hsv2rgb(q);
+        }
+    }
 }
 
-// One workgroup per image. Jitter applies the four ops in the drawn order; contrast blends
-// with the mean of the grayscale image as it is at that point. On 1-channel data saturation,
-// hue and grayscale change nothing (as torchvision).
-@compute @workgroup_size(256)
+// One workgroup of 64 per image; thread lid owns pixels lid, lid + 64, ... (all channels) for
+// the whole kernel. Jitter applies the four ops in the drawn order; contrast blends with the
+// mean of the grayscale image as it is at that point (the only step that needs the whole
+// image: the ops before it run in a first sweep, those after it in a second). On 1-channel
+// data saturation, hue and grayscale change nothing (as torchvision).
+@compute @workgroup_size(64)
 fn color(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let s = wg_linear(wid, nwg);
     if (s >= cp.m) { return; }
     let base = s * cp.c * cp.hw;
     let o = s * REC;
-    // Each thread owns pixels lid, lid + 256, ... (all channels) for the whole kernel.
-    for (var p = lid; p < cp.hw; p += 256u) {
-        for (var ch = 0u; ch < cp.c; ch++) {
-            c_out[base + ch * cp.hw + p] = c_in[base + ch * cp.hw + p];
-        }
+    let jit = c_rec[o + 9u] > 0.5;
+    // Position of contrast in the order (4: not applied); made workgroup-uniform so the
+    // reduction's barriers may depend on it.
+    var cpos = 4u;
+    for (var k = 0u; k < 4u; k++) {
+        if (jit && u32(c_rec[o + 14u + k]) == 1u) { cpos = k; }
     }
-    let jit = c_uniform(lid, u32(c_rec[o + 9u]));
-    if (jit == 1u) {
-        for (var k = 0u; k < 4u; k++) {
-            let op = c_uniform(lid, u32(c_rec[o + 14u + k]));
-            if (op == 1u) {
-                // Contrast: mean of the grayscale image first.
-                var part = 0.0;
-                for (var p = lid; p < cp.hw; p += 256u) {
-                    let v = c_load(base, p);
-                    part += select(v.x, gray3(v), cp.c == 3u);
-                }
-                c_red[lid] = part;
-                workgroupBarrier();
-                for (var st = 128u; st > 0u; st >>= 1u) {
-                    if (lid < st) { c_red[lid] += c_red[lid + st]; }
-                    workgroupBarrier();
-                }
-                let mean = c_red[0] / f32(cp.hw);
-                workgroupBarrier();
-                let f = c_rec[o + 11u];
-                for (var p = lid; p < cp.hw; p += 256u) {
-                    c_store(base, p, clamp(f * c_load(base, p) + (1.0 - f) * mean, vec3<f32>(0.0), vec3<f32>(1.0)));
-                }
-            } else if (op == 0u) {
-                let f = c_rec[o + 10u];
-                for (var p = lid; p < cp.hw; p += 256u) {
-                    c_store(base, p, clamp(f * c_load(base, p), vec3<f32>(0.0), vec3<f32>(1.0)));
-                }
-            } else if (op == 2u && cp.c == 3u) {
-                let f = c_rec[o + 12u];
-                for (var p = lid; p < cp.hw; p += 256u) {
-                    let v = c_load(base, p);
-                    c_store(base, p, clamp(f * v + (1.0 - f) * gray3(v), vec3<f32>(0.0), vec3<f32>(1.0)));
-                }
-            } else if (op == 3u && cp.c == 3u) {
-                let f = c_rec[o + 13u];
-                if (f != 0.0) {
-                    for (var p = lid; p < cp.hw; p += 256u) {
-                        var q = rgb2hsv(c_load(base, p));
-                        q.x = fract(q.x + f);
-                        c_store(base, p, hsv2rgb(q));
-                    }
-                }
+    if (lid == 0u) { c_sel = cpos; }
+    let kc = workgroupUniformLoad(&c_sel);
+    let gray = cp.c == 3u && c_rec[o + 18u] > 0.5;
+    // Sweep 1: the ops before contrast (all four when contrast is not applied).
+    var part = 0.0;
+    for (var p = lid; p < cp.hw; p += CWG) {
+        var v = vec3<f32>(c_in[base + p], 0.0, 0.0);
+        if (cp.c == 3u) {
+            v = vec3<f32>(c_in[base + p], c_in[base + cp.hw + p], c_in[base + 2u * cp.hw + p]);
+        } else {
+            v = vec3<f32>(v.x, v.x, v.x);
+        }
+        if (jit) {
+            for (var k = 0u; k < min(kc, 4u); k++) {
+                v = c_apply(u32(c_rec[o + 14u + k]), v, o, 0.0);
             }
         }
+        if (kc == 4u && gray) {
+            let g = gray3(v);
+            v = vec3<f32>(g, g, g);
+        }
+        c_store(base, p, v);
+        part += select(v.x, gray3(v), cp.c == 3u);
     }
-    if (cp.c == 3u && c_rec[o + 18u] > 0.5) {
-        for (var p = lid; p < cp.hw; p += 256u) {
-            let g = gray3(c_load(base, p));
-            c_store(base, p, vec3<f32>(g, g, g));
+    if (kc < 4u) {
+        // Contrast: the grayscale mean of the image so far, then the remaining ops.
+        c_red[lid] = part;
+        workgroupBarrier();
+        if (lid == 0u) {
+            var t = 0.0;
+            for (var k = 0u; k < CWG; k++) { t += c_red[k]; }
+            c_mean = t / f32(cp.hw);
+        }
+        let mean = workgroupUniformLoad(&c_mean);
+        for (var p = lid; p < cp.hw; p += CWG) {
+            var v = c_load(base, p);
+            for (var k = kc; k < 4u; k++) {
+                v = c_apply(u32(c_rec[o + 14u + k]), v, o, mean);
+            }
+            if (gray) {
+                let g = gray3(v);
+                v = vec3<f32>(g, g, g);
+            }
+            c_store(base, p, v);
         }
     }
 }
@@ -514,11 +543,13 @@ fn reflect_idx(i: i32, n: i32) -> i32 {
 // One pass (dir 0: along x, 1: along y); images whose sigma is 0 are copied.
 @compute @workgroup_size(256)
 fn blur(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = elem_index(wid, nwg, lid);
-    if (i >= bp.m * bp.c * bp.h * bp.w) { return; }
-    let x = i32(i % bp.w);
-    let y = i32((i / bp.w) % bp.h);
-    let plane = i / (bp.w * bp.h);
+    let plane = plane_of(wid, nwg);
+    let p = pix_of(wid, lid);
+    if (plane >= bp.m * bp.c || p >= bp.h * bp.w) { return; }
+    let i = plane * bp.h * bp.w + p;
+    let yu = p / bp.w;
+    let x = i32(p - yu * bp.w);
+    let y = i32(yu);
     let s = plane / bp.c;
     let sigma = b_rec[s * REC + 19u];
     if (sigma <= 0.0) {
@@ -556,13 +587,15 @@ struct PatchP { batch: u32, c: u32, h: u32, w: u32, size: u32, jitter: u32, keep
 // random permutation of the grid*grid cells.
 @compute @workgroup_size(256)
 fn patches(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = elem_index(wid, nwg, lid);
+    let plane = plane_of(wid, nwg);
+    let p = pix_of(wid, lid);
     let ps = pp.size;
-    if (i >= pp.batch * pp.keep * pp.c * ps * ps) { return; }
-    let x = i % ps;
-    let y = (i / ps) % ps;
-    let c = (i / (ps * ps)) % pp.c;
-    let row = i / (ps * ps * pp.c);
+    if (plane >= pp.batch * pp.keep * pp.c || p >= ps * ps) { return; }
+    let i = plane * ps * ps + p;
+    let y = p / ps;
+    let x = p - y * ps;
+    let c = plane % pp.c;
+    let row = plane / pp.c;
     let b = row / pp.keep;
     let k = row % pp.keep;
     let key = dkey(pp.seed, p_step[0], pp.salt);
@@ -652,12 +685,14 @@ fn f_px(s: u32, c: u32, y: u32, x: u32) -> f32 {
 
 @compute @workgroup_size(256)
 fn finish(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = elem_index(wid, nwg, lid);
-    if (i >= fp.m * fp.oc * fp.oh * fp.ow) { return; }
-    let x = i % fp.ow;
-    let y = (i / fp.ow) % fp.oh;
-    let c = (i / (fp.ow * fp.oh)) % fp.oc;
-    let s = i / (fp.ow * fp.oh * fp.oc);
+    let plane = plane_of(wid, nwg);
+    let p = pix_of(wid, lid);
+    if (plane >= fp.m * fp.oc || p >= fp.oh * fp.ow) { return; }
+    let i = plane * fp.oh * fp.ow + p;
+    let y = p / fp.ow;
+    let x = p - y * fp.ow;
+    let c = plane % fp.oc;
+    let s = plane / fp.oc;
     var v = f_px(s, c, y, x);
     let mode = u32(f_mix[0]);
     let partner = fp.m - 1u - s;

@@ -931,3 +931,126 @@ fn cifar100_sized_data_spans_pages_and_uploads_after_the_store() {
     }
     drop(ds);
 }
+
+// ---- GPU kernels vs torchvision (golden file from scripts/golden_data.py) ---------------
+
+fn golden() -> serde_json::Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/data_torchvision.json");
+    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
+}
+
+fn nums(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+}
+
+fn words(b: &[f64]) -> Vec<u32> {
+    b.chunks(4)
+        .map(|q| {
+            let mut w = [0u8; 4];
+            for (k, v) in q.iter().enumerate() {
+                w[k] = *v as u8;
+            }
+            u32::from_le_bytes(w)
+        })
+        .collect()
+}
+
+/// Run one op on the GPU on given inputs.
+fn gpu_op(inputs: &[(&[usize], DType, Vec<f64>)], build: impl Fn(&mut Graph, &[Var]) -> Var) -> Vec<f32> {
+    let mut g = Graph::new();
+    let vars: Vec<Var> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, (s, dt, _))| match dt {
+            DType::F32 => g.input(&format!("x{i}"), s).unwrap(),
+            DType::U32 => g.input_u32(&format!("x{i}"), s).unwrap(),
+        })
+        .collect();
+    let y = build(&mut g, &vars);
+    g.keep(y);
+    let mut store = Store::new(0);
+    let plan = Plan::compile(&ctx(), &g, &mut store, "golden").unwrap();
+    for (v, (_, dt, d)) in vars.iter().zip(inputs) {
+        match dt {
+            DType::F32 => plan.write(*v, &d.iter().map(|&x| x as f32).collect::<Vec<_>>()).unwrap(),
+            DType::U32 => plan.write_u32(*v, &d.iter().map(|&x| x as u32).collect::<Vec<_>>()).unwrap(),
+        }
+    }
+    plan.step().unwrap();
+    plan.read(y).unwrap()
+}
+
+#[test]
+fn geometry_matches_torchvision() {
+    let gold = golden();
+    for case in gold["geometry"].as_array().unwrap() {
+        let (c, h, w, s) = (
+            case["c"].as_u64().unwrap() as usize,
+            case["h"].as_u64().unwrap() as usize,
+            case["w"].as_u64().unwrap() as usize,
+            case["size"].as_u64().unwrap() as usize,
+        );
+        let kind = case["kind"].as_str().unwrap();
+        let flip = case["flip"].as_bool().unwrap();
+        let p = &case["params"];
+        let get = |k: &str| p[k].as_i64().unwrap() as f32;
+        let sf = s as f32;
+        // (top, left, height, width) of the box and the sampling map.
+        let mut rec = [0f64; REC];
+        let (ax, bx, lox, hix, ay, by, loy, hiy) = match kind {
+            "resized_crop" | "pad_crop" => {
+                let (t, l) = (get("top"), get("left"));
+                let (bh, bw) = if kind == "pad_crop" { (sf, sf) } else { (get("height"), get("width")) };
+                let (ax, ay) = (bw / sf, bh / sf);
+                (ax, l + 0.5 * ax - 0.5, l, l + bw - 1.0, ay, t + 0.5 * ay - 0.5, t, t + bh - 1.0)
+            }
+            _ => (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+        };
+        let rec_gpu = if kind == "full" || kind == "center" {
+            // Deterministic views: use the view-parameter kernel itself (flip probability 0 or 1).
+            let crop = if kind == "full" { Crop::Full } else { Crop::Center { resize: get("resize") as usize } };
+            let aug = Augment { crop, hflip: if flip { 1.0 } else { 0.0 }, ..Augment::none() };
+            gpu_op(&[(&[1], DType::U32, vec![0.0])], |g, v| g.data_view_params(v[0], (h, w), (s, s), 1, &aug, 1, 1).unwrap())
+        } else {
+            for (k, v) in [ax, bx, lox, hix, ay, by, loy, hiy].into_iter().enumerate() {
+                rec[k] = v as f64;
+            }
+            rec[8] = if flip { 1.0 } else { 0.0 };
+            rec.iter().map(|&v| v as f32).collect()
+        };
+        let src = nums(&case["src"]);
+        let raw: Vec<f64> = words(&src).into_iter().map(|x| x as f64).collect();
+        let stride = raw.len();
+        let got = gpu_op(&[(&[1, stride], DType::U32, raw), (&[1, REC], DType::F32, f64s(&rec_gpu))], |g, v| {
+            g.data_geom(v[0], v[1], (c, h, w), (s, s)).unwrap()
+        });
+        assert_close(&format!("{kind} {p} flip {flip} vs torchvision"), &got, &nums(&case["out"]), 2e-6, 1e-5);
+    }
+}
+
+#[test]
+fn color_jitter_matches_torchvision() {
+    let gold = golden();
+    for case in gold["color"].as_array().unwrap() {
+        let (c, h, w) = (case["c"].as_u64().unwrap() as usize, case["h"].as_u64().unwrap() as usize, case["w"].as_u64().unwrap() as usize);
+        let f = nums(&case["factors"]);
+        let order: Vec<usize> = nums(&case["order"]).iter().map(|&v| v as usize).collect();
+        let rec = rec_with(true, [f[0], f[1], f[2], f[3]], [order[0], order[1], order[2], order[3]], case["gray"].as_bool().unwrap(), 0.0);
+        let img: Vec<f64> = nums(&case["src"]).iter().map(|&b| (b as f32 / 255.0) as f64).collect();
+        let got = gpu_op(&[(&[1, c, h, w], DType::F32, img), (&[1, REC], DType::F32, rec)], |g, v| g.data_color(v[0], v[1]).unwrap());
+        assert_close(&format!("colour {c}ch factors {f:?} order {order:?} vs torchvision"), &got, &nums(&case["out"]), 2e-5, 1e-4);
+    }
+}
+
+#[test]
+fn gaussian_blur_matches_torchvision() {
+    let gold = golden();
+    for case in gold["blur"].as_array().unwrap() {
+        let (c, h, w) = (case["c"].as_u64().unwrap() as usize, case["h"].as_u64().unwrap() as usize, case["w"].as_u64().unwrap() as usize);
+        let (k, sigma) = (case["kernel"].as_u64().unwrap() as usize, case["sigma"].as_f64().unwrap());
+        let rec = rec_with(false, [1.0; 4], [0, 1, 2, 3], false, sigma);
+        let img: Vec<f64> = nums(&case["src"]).iter().map(|&b| (b as f32 / 255.0) as f64).collect();
+        let got = gpu_op(&[(&[1, c, h, w], DType::F32, img), (&[1, REC], DType::F32, rec)], |g, v| g.data_blur(v[0], v[1], k).unwrap());
+        assert_close(&format!("blur kernel {k} sigma {sigma} vs torchvision"), &got, &nums(&case["out"]), 2e-6, 1e-5);
+    }
+}

@@ -5,6 +5,13 @@
 //! channel replication, mixup/cutmix with the flipped batch, normalisation). Each stage is a
 //! kernel driven by a per-sample parameter record drawn on the GPU (see `ops::data`); stages
 //! that a spec leaves off are not dispatched at all.
+//!
+//! Why stages and not one fused kernel: contrast needs the mean of each whole image at its
+//! point in the (random) jitter order, blur needs neighbouring pixels after colour, and mixup
+//! needs the partner row after all per-sample work, so a fused kernel would still need
+//! barriers or extra passes. Drawing every random choice once per sample into a 24-float
+//! record keeps each stage a plain, testable function of (pixels, record), and lets several
+//! views (the OBoW crops) share one gathered batch.
 
 /// How a view takes its pixels from the source image.
 #[derive(Clone, Debug, PartialEq)]

@@ -134,6 +134,13 @@ pub mod rng {
 
 use rng::*;
 
+/// Grid of the per-element kernels: x over the 256-element chunks of one plane, y (and z past
+/// 65535) over the planes (see `plane_of` in the shader).
+fn plane_grid(planes: usize, per_plane: usize) -> [u32; 3] {
+    let x = per_plane.div_ceil(256).max(1) as u32;
+    if planes <= 65535 { [x, planes.max(1) as u32, 1] } else { [x, 65535, planes.div_ceil(65535) as u32] }
+}
+
 fn u32_of(x: f64) -> u32 {
     x as u32
 }
@@ -222,7 +229,7 @@ impl Op for GatherOp {
         let out = Bind::T(n.outputs[0].var);
         for (p, page) in n.inputs[1..].iter().enumerate() {
             let params = Params::new().u(self.batch).u(self.stride).u(self.per_page).u(p);
-            l.dispatch("data", "gather", params, &[idx, Bind::T(page.var), out], grid_for(self.batch * self.stride, 256));
+            l.dispatch("data", "gather", params, &[idx, Bind::T(page.var), out], plane_grid(self.batch, self.stride));
         }
         Ok(())
     }
@@ -430,7 +437,7 @@ impl Op for GeomOp {
     fn lower(&self, n: &NodeRef, l: &mut Lowering) -> Result<()> {
         let p = Params::new().u(self.m).u(self.batch).u(self.c).u(self.h).u(self.w).u(self.oh).u(self.ow).u(self.stride);
         let b = [Bind::T(n.inputs[0].var), Bind::T(n.inputs[1].var), Bind::T(n.outputs[0].var)];
-        l.dispatch("data", "geom", p, &b, grid_for(self.m * self.c * self.oh * self.ow, 256));
+        l.dispatch("data", "geom", p, &b, plane_grid(self.m * self.c, self.oh * self.ow));
         Ok(())
     }
     fn cpu(&self, n: &NodeRef, x: &[&CpuTensor]) -> Result<Vec<CpuTensor>> {
@@ -621,8 +628,9 @@ impl Op for BlurOp {
         let tmp = l.scratch(total, "blur rows");
         let (x, rec, y) = (Bind::T(n.inputs[0].var), Bind::T(n.inputs[1].var), Bind::T(n.outputs[0].var));
         let p = |dir: usize| Params::new().u(self.m).u(self.c).u(self.h).u(self.w).u(self.half).u(dir).u(0).u(0);
-        l.dispatch("data", "blur", p(0), &[x, rec, tmp], grid_for(total, 256));
-        l.dispatch("data", "blur", p(1), &[tmp, rec, y], grid_for(total, 256));
+        let grid = plane_grid(self.m * self.c, self.h * self.w);
+        l.dispatch("data", "blur", p(0), &[x, rec, tmp], grid);
+        l.dispatch("data", "blur", p(1), &[tmp, rec, y], grid);
         Ok(())
     }
     fn cpu(&self, n: &NodeRef, x: &[&CpuTensor]) -> Result<Vec<CpuTensor>> {
@@ -710,7 +718,7 @@ impl Op for PatchOp {
             .u(0)
             .u(0);
         let b = [Bind::T(n.inputs[0].var), Bind::T(n.inputs[1].var), Bind::T(n.outputs[0].var)];
-        l.dispatch("data", "patches", p, &b, grid_for(n.outputs[0].numel(), 256));
+        l.dispatch("data", "patches", p, &b, plane_grid(self.batch * q.keep * self.c, q.size * q.size));
         Ok(())
     }
     fn cpu(&self, n: &NodeRef, x: &[&CpuTensor]) -> Result<Vec<CpuTensor>> {
@@ -827,7 +835,7 @@ impl Op for FinishOp {
             p = p.f(*v);
         }
         let b = [Bind::T(n.inputs[0].var), Bind::T(n.inputs[1].var), Bind::T(n.outputs[0].var)];
-        l.dispatch("data", "finish", p, &b, grid_for(self.m * self.oc * oh * ow, 256));
+        l.dispatch("data", "finish", p, &b, plane_grid(self.m * self.oc, oh * ow));
         Ok(())
     }
     fn cpu(&self, n: &NodeRef, x: &[&CpuTensor]) -> Result<Vec<CpuTensor>> {
