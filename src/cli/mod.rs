@@ -109,7 +109,8 @@ fn train_cmd(ctx: &Context, model: &str, distill: Option<&train::DistillArgs>, r
             (cfg, run.out.clone(), false)
         }
     };
-    let s = train::run(ctx, cfg, dir.as_deref(), resume, run.plot, run.quiet)?;
+    let opts = train::RunOptions { resume, plot: run.plot, quiet: run.quiet, stop_after: run.stop_after };
+    let s = train::run(ctx, cfg, dir.as_deref(), &opts)?;
     println!(
         "final: top-1 {:.2}% (best {:.2}%), top-5 {:.2}%, test loss {:.4}, {:.0} img/s{}",
         s.last.top1,

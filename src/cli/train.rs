@@ -74,6 +74,10 @@ pub struct RunArgs {
     /// No progress bar (logs one line per epoch).
     #[arg(long)]
     pub quiet: bool,
+    /// Stop after this many epochs of this invocation (the schedule still spans --epochs);
+    /// `--resume DIR` continues. Useful to train in slices.
+    #[arg(long)]
+    pub stop_after: Option<usize>,
 }
 
 impl RunArgs {
@@ -175,7 +179,18 @@ fn meta(cfg: &TrainConfig, extra: &[(&str, String)]) -> BTreeMap<String, String>
 }
 
 /// Train (or distil) for the configured epochs, writing everything into `dir` if given.
-pub fn run(ctx: &Context, cfg: TrainConfig, dir: Option<&Path>, resume: bool, plot: bool, quiet: bool) -> Result<RunSummary> {
+/// How [`run`] behaves beyond the config.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub resume: bool,
+    pub plot: bool,
+    pub quiet: bool,
+    /// Stop after this many epochs of this call (None: until the configured epochs).
+    pub stop_after: Option<usize>,
+}
+
+pub fn run(ctx: &Context, cfg: TrainConfig, dir: Option<&Path>, opts: &RunOptions) -> Result<RunSummary> {
+    let RunOptions { resume, plot, quiet, stop_after } = opts.clone();
     let splits = load_data(&cfg.data, &cfg)?;
     let teacher = load_teacher(&cfg)?;
     let mut s = Session::new(ctx, cfg, &splits, teacher.as_ref())?;
@@ -216,7 +231,8 @@ pub fn run(ctx: &Context, cfg: TrainConfig, dir: Option<&Path>, resume: bool, pl
     let t_run = Instant::now();
     let mut ips = 0.0f32;
     let mut last = EvalResult::default();
-    for epoch in start_epoch..epochs {
+    let end_epoch = stop_after.map(|n| (start_epoch + n).min(epochs)).unwrap_or(epochs);
+    for epoch in start_epoch..end_epoch {
         let pb = if quiet { ProgressBar::hidden() } else { ProgressBar::new(s.steps_per_epoch as u64) };
         pb.set_style(
             ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}").unwrap().progress_chars("=> "),
@@ -281,7 +297,7 @@ pub fn run(ctx: &Context, cfg: TrainConfig, dir: Option<&Path>, resume: bool, pl
         }
         best = best.max(rec.test_top1);
     }
-    if start_epoch >= epochs {
+    if start_epoch >= end_epoch {
         last = s.evaluate()?;
     }
     Ok(RunSummary { last, best_top1: best, images_per_s: ips, dir: dir.map(|d| d.to_path_buf()) })
