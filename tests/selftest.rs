@@ -108,4 +108,6 @@ fn sessions_report_bad_settings_readably() {
     assert!(e.contains("larger than the training set"), "{e}");
     let mut s = session::create(&ctx, "mlp", &serde_json::Value::Null, &Assets::new()).unwrap();
     assert!(pollster::block_on(s.step(0)).unwrap_err().to_string().contains("n >= 1"));
+    let e = pollster::block_on(s.query("cka", &serde_json::Value::Null)).unwrap_err().to_string();
+    assert_eq!(e, "the 'mlp' session has no query named 'cka'");
 }

@@ -3,12 +3,15 @@
 //
 // Hooks for the browser tests (web/test.mjs): window.__status ('loading' | 'ready' |
 // 'nowebgpu' | 'error'), window.__selftest (the self-test report, or { error }),
-// window.__result (set when a training run reaches its step limit), window.__errors.
+// window.__result (set when a training run reaches its step limit), window.__errors,
+// window.__info (what init() said about the adapter).
 // Query parameters: ?steps=N (stop after N steps), ?chunk=K (steps per step() call, fixed),
 // ?matmul=tiled|register (kernel override), #train (open a tab).
 
 import initWasm, * as wd from './pkg/webdistill.js';
-import uPlot from './vendor/uPlot.esm.js';
+
+// uPlot (web/package.json) is loaded by index.html as a classic script: its minified build.
+const uPlot = window.uPlot;
 
 const query = new URLSearchParams(location.search);
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -190,7 +193,9 @@ function mountTrain(panel) {
       width, height: 300,
       scales: {
         x: { time: false },
-        y: { distr: 3, range: (u, min, max) => [min / 1.25, max * 1.25] },
+        // uPlot's own log range (whole decades): a custom non-decade range on a log scale
+        // made single redraws take a minute in Firefox.
+        y: { distr: 3 },
       },
       axes: [{ label: 'step', incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000] },
         { label: 'loss (log scale)' }],
@@ -251,13 +256,22 @@ function mountTrain(panel) {
   async function run() {
     let chunk = fixedChunk || 1;
     let lastEvalAt = performance.now();
+    // Where the loop's time goes (ms), for the tests and for curious users.
+    const loop = window.__loop = { calls: 0, chunk, step: 0, evaluate: 0, draw: 0, yield: 0 };
+    const timed = async (what, f) => {
+      const t = performance.now();
+      const v = await f();
+      loop[what] += performance.now() - t;
+      return v;
+    };
     while (running) {
       const limit = maxSteps();
       const warmup = speed.wallStart === 0 && firstLoss === null;
       let n = warmup ? 1 : chunk;
       if (limit > 0) n = Math.min(n, Math.max(0, limit - currentStep));
       if (n <= 0) break;
-      const m = await session.step(n);
+      const m = await timed('step', () => session.step(n));
+      loop.calls += 1;
       currentStep = m.step;
       if (firstLoss === null) firstLoss = m.loss;
       if (warmup) {
@@ -272,14 +286,20 @@ function mountTrain(panel) {
       out.step.textContent = String(m.step);
       out.loss.textContent = fmt(m.loss);
       showSpeed();
-      // Aim for about 50 ms of GPU work per call: smooth curves, a responsive page.
-      if (!fixedChunk && !warmup) chunk = Math.max(1, Math.min(500, Math.round(n * 0.05 / Math.max(m.seconds, 1e-4))));
+      // Aim for 0.1-0.3 s per call: a few chart updates a second, and enough steps per
+      // awaited readback (a readback costs ~70 ms in Firefox whatever the work: shrinking
+      // the chunk to fit a shorter target there would only slow training down).
+      if (!fixedChunk && !warmup) {
+        if (m.seconds < 0.1 && n === chunk) chunk = Math.min(1000, chunk * 2);
+        else if (m.seconds > 0.3) chunk = Math.max(1, Math.floor(chunk / 2));
+      }
+      loop.chunk = chunk;
       if (performance.now() - lastEvalAt > 1000) {
-        await evaluate();
+        await timed('evaluate', evaluate);
         lastEvalAt = performance.now();
       }
-      plot.setData(data);
-      await yieldToBrowser();
+      await timed('draw', () => plot.setData(data));
+      await timed('yield', yieldToBrowser);
     }
     running = false;
     const limit = maxSteps();
@@ -390,6 +410,7 @@ async function main() {
   const app = {};
   try {
     app.info = await wd.init(initOptions());
+    window.__info = app.info;
   } catch (e) {
     if (e && (e.name === 'WebGpuUnavailable' || e.name === 'NoAdapterError')) {
       showNoWebGpu(e);

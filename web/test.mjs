@@ -1,7 +1,7 @@
 // Browser tests of the demo page, headless, in the browsers installed from apt (no browser
 // download): Chromium with the SwiftShader WebGPU adapter and Firefox ESR with lavapipe.
 // Run by web/test, which builds the page and the native reference first:
-//   node web/test.mjs --native-selftest FILE --native-bench FILE [--browsers chromium,firefox] [--steps N]
+//   node web/test.mjs --native-selftest FILE --native-bench FILE [--browsers chromium,firefox] [--steps N] [--chunk K]
 // Screenshots go to target/web-artifacts/. Ends with the line "N passed, N failed".
 
 import puppeteer from 'puppeteer-core';
@@ -34,7 +34,7 @@ const RTOL = 1e-4;
 // (one warm-up step, then 8 calls of step(5)), with the session's default settings.
 const TIMED = parseInt(arg('steps', '40'), 10);
 const STEPS = TIMED + 1;
-const CHUNK = 5;
+const CHUNK = parseInt(arg('chunk', '5'), 10);
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/lib/chromium/chromium';
 const FIREFOX = process.env.FIREFOX || '/usr/bin/firefox-esr';
@@ -104,7 +104,7 @@ async function open(browser, url, logs) {
   return page;
 }
 
-const waitFor = (page, expr, timeout) => page.waitForFunction(expr, { timeout, polling: 100 });
+const waitFor = (page, expr, timeout, ...args) => page.waitForFunction(expr, { timeout, polling: 100 }, ...args);
 
 function compare(browserReport, nativeReport) {
   let worst = { ratio: -1, where: 'nothing compared' };
@@ -138,7 +138,8 @@ async function browserTests(kind, base) {
       const status = await page.evaluate(() => window.__status);
       assert.equal(status, 'ready', `status ${status}; errors: ${await page.evaluate(() => window.__errors.join(' | '))}`);
       const adapter = await page.$eval('#adapter', (e) => e.textContent);
-      console.log(`     ${kind} ${adapter}`);
+      const info = await page.evaluate(() => window.__info);
+      console.log(`     ${kind} ${adapter}; fallback adapter: ${info.fallback}; matmul kernel: ${info.matmul}`);
       assert.ok(await page.$('#tab-overview') && await page.$('#tab-train'), 'tabs are missing');
     });
 
@@ -203,6 +204,71 @@ async function browserTests(kind, base) {
       await page.screenshot({ path: path.join(artifacts, `${kind}.png`), fullPage: true });
     });
 
+    await test(`${kind}: a longer run with adaptive step() calls keeps the page responsive`, async () => {
+      const p2 = await open(browser, `${base}/?steps=301#train`, logs);
+      try {
+        await waitFor(p2, () => window.__status === 'ready', 120_000);
+        await p2.evaluate(() => {
+          window.__maxGap = 0;
+          let last = performance.now();
+          setInterval(() => {
+            const t = performance.now();
+            window.__maxGap = Math.max(window.__maxGap, t - last);
+            last = t;
+          }, 10);
+        });
+        await p2.click('#btn-start');
+        await waitFor(p2, () => window.__result !== undefined, 420_000);
+        const r = await p2.evaluate(() => window.__result);
+        const loop = await p2.evaluate(() => window.__loop);
+        const maxGap = await p2.evaluate(() => window.__maxGap);
+        const ms = (x) => Math.round(x);
+        console.log(`     ${r.steps} steps: ${r.steps_per_sec.toFixed(1)} steps/s in step(), ${r.wall_steps_per_sec.toFixed(1)} wall-clock; ` +
+          `${loop.calls} calls ending at step(${loop.chunk}); ms in step ${ms(loop.step)}, evaluate ${ms(loop.evaluate)}, ` +
+          `draw ${ms(loop.draw)}, yield ${ms(loop.yield)}; longest main-thread gap ${ms(maxGap)} ms`);
+        measured[`${kind}_adaptive`] = { ...r, loop, max_main_thread_gap_ms: maxGap };
+        assert.ok(r.ok && r.steps === 301, JSON.stringify(r));
+        assert.ok(r.accuracy > 0.9, `held-out accuracy ${r.accuracy} after 301 steps`);
+        assert.ok(maxGap < 500, `the main thread was blocked for ${maxGap} ms`);
+        assert.ok(loop.draw < 1000, `drawing the chart took ${loop.draw} ms in all`);
+        assert.ok(r.wall_steps_per_sec > 0.5 * r.steps_per_sec, 'the UI loop spends most of its time outside step()');
+      } finally {
+        await p2.close();
+      }
+    });
+
+    await test(`${kind}: Reset, Start, Stop, Resume and Reset again`, async () => {
+      const state = () => page.$eval('#train-state', (e) => e.textContent);
+      const step = async () => number(await page.$eval('#m-step', (e) => e.textContent));
+      const enabled = () => page.evaluate(() => Object.fromEntries(['start', 'stop', 'resume', 'reset']
+        .map((b) => [b, !document.getElementById(`btn-${b}`).disabled])));
+      await page.click('#btn-reset');
+      await waitFor(page, () => document.getElementById('train-state').textContent === 'Ready.', 60_000);
+      assert.deepEqual(await enabled(), { start: true, stop: false, resume: false, reset: false });
+      assert.equal(await page.$('#chart canvas'), null, 'the chart survived Reset');
+      assert.equal(await page.evaluate(() => window.__result), undefined);
+      // No step limit this time: it runs until stopped.
+      await page.$eval('input[name=maxSteps]', (e) => { e.value = '0'; });
+      await page.click('#btn-start');
+      await waitFor(page, () => parseInt(document.getElementById('m-step').textContent, 10) >= 10, 120_000);
+      await page.click('#btn-stop');
+      await waitFor(page, () => /^Stopped at step \d+\.$/.test(document.getElementById('train-state').textContent), 60_000);
+      const stopped = await step();
+      assert.match(await state(), new RegExp(`^Stopped at step ${stopped}\\.$`));
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(await step(), stopped, 'training went on after Stop');
+      assert.deepEqual(await enabled(), { start: false, stop: false, resume: true, reset: true });
+      await page.click('#btn-resume');
+      await waitFor(page, (s) => parseInt(document.getElementById('m-step').textContent, 10) >= s + 10, 120_000, stopped);
+      await page.click('#btn-stop');
+      await waitFor(page, () => /^Stopped/.test(document.getElementById('train-state').textContent), 60_000);
+      assert.ok((await step()) >= stopped + 10);
+      await page.click('#btn-reset');
+      await waitFor(page, () => document.getElementById('train-state').textContent === 'Ready.', 60_000);
+      assert.equal(await page.$eval('#m-step', (e) => e.textContent), '–');
+      assert.deepEqual(await page.evaluate(() => window.__errors), []);
+    });
+
     await test(`${kind}: library errors reach the page as readable messages`, async () => {
       const e = await page.evaluate(async () => {
         const wd = await import('./pkg/webdistill.js');
@@ -216,6 +282,19 @@ async function browserTests(kind, base) {
       assert.ok(e && e.isError, 'expected a rejection with an Error');
       assert.equal(e.name, 'UsageError');
       assert.match(e.message, /settings of the 'mlp' session: unknown field `hiden`/);
+      const q = await page.evaluate(async () => {
+        const wd = await import('./pkg/webdistill.js');
+        const s = await wd.Session.create('mlp', {});
+        try {
+          await s.query('cka', {});
+          return null;
+        } catch (err) {
+          return `${err.name}: ${err.message}`;
+        } finally {
+          s.free();
+        }
+      });
+      assert.equal(q, "UsageError: the 'mlp' session has no query named 'cka'");
     });
   } catch (e) {
     results.push([`${kind}: browser session`, false]);
@@ -278,6 +357,12 @@ for (const kind of browsersWanted) {
   if (!r) continue;
   console.log(`  ${kind.padEnd(10)}  ${r.steps_per_sec.toFixed(2).padStart(9)} steps/s  ${Math.round(r.images_per_sec).toString().padStart(8)} images/s  ` +
     `(native / ${kind} = ${(nat / r.steps_per_sec).toFixed(1)}x; wall-clock through the UI ${r.wall_steps_per_sec.toFixed(2)} steps/s)`);
+}
+for (const kind of browsersWanted) {
+  const r = measured[`${kind}_adaptive`];
+  if (!r) continue;
+  console.log(`  ${kind.padEnd(10)}  ${r.steps_per_sec.toFixed(2).padStart(9)} steps/s  ${Math.round(r.images_per_sec).toString().padStart(8)} images/s  ` +
+    `(the page's own adaptive step() calls, ${r.steps - 1} steps, up to step(${r.loop.chunk}); wall-clock ${r.wall_steps_per_sec.toFixed(2)} steps/s)`);
 }
 fs.writeFileSync(path.join(artifacts, 'measurements.json'), JSON.stringify({ native: nativeBench, ...measured }, null, 2) + '\n');
 console.log(`screenshots and logs: ${path.relative(process.cwd(), artifacts) || artifacts}/`);

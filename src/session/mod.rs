@@ -47,6 +47,14 @@ pub trait Session {
     fn step(&mut self, n: usize) -> LocalFuture<'_, Result<Metrics>>;
     /// Loss and accuracy on the held-out set.
     fn evaluate(&mut self) -> LocalFuture<'_, Result<Metrics>>;
+    /// Anything else a page shows, by name, with JSON arguments and a JSON answer (for
+    /// example a CKA matrix, or the prediction for a drawn image). Sessions answer the names
+    /// they know; the default knows none.
+    fn query(&mut self, what: &str, args: &serde_json::Value) -> LocalFuture<'_, Result<serde_json::Value>> {
+        let _ = args;
+        let msg = format!("the '{}' session has no query named '{what}'", self.kind());
+        Box::pin(async move { Err(Error::usage(msg)) })
+    }
 }
 
 /// Named binary inputs a host hands to a session (a dataset file, a teacher's safetensors):

@@ -209,7 +209,7 @@ pub async fn selftest() -> Result<JsValue, JsValue> {
 }
 
 /// A training session (see `src/session`): `Session.create(kind, settings, assets)`, then
-/// `step(n)`, `evaluate()`, `describe()`, `free()`.
+/// `step(n)`, `evaluate()`, `query(what, args)`, `describe()`, `free()`.
 #[wasm_bindgen]
 pub struct Session {
     inner: Rc<RefCell<Box<dyn session::Session>>>,
@@ -265,6 +265,17 @@ impl Session {
             let mut s = inner.try_borrow_mut().map_err(|_| busy())?;
             let m = s.step(n as usize).await.map_err(to_js)?;
             json_to_js(&m)
+        })
+    }
+
+    /// A session-specific query (`query('cka', {})`, ...); resolves to its JSON answer.
+    pub fn query(&self, what: String, args: JsValue) -> js_sys::Promise {
+        let inner = self.inner.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let args = js_to_json(&args)?;
+            let mut s = inner.try_borrow_mut().map_err(|_| busy())?;
+            let v = s.query(&what, &args).await.map_err(to_js)?;
+            json_to_js(&v)
         })
     }
 
