@@ -227,6 +227,7 @@ async function browserTests(kind, base) {
           `${loop.calls} calls ending at step(${loop.chunk}); ms in step ${ms(loop.step)}, evaluate ${ms(loop.evaluate)}, ` +
           `draw ${ms(loop.draw)}, yield ${ms(loop.yield)}; longest main-thread gap ${ms(maxGap)} ms`);
         measured[`${kind}_adaptive`] = { ...r, loop, max_main_thread_gap_ms: maxGap };
+        await p2.screenshot({ path: path.join(artifacts, `${kind}-301-steps.png`), fullPage: true });
         assert.ok(r.ok && r.steps === 301, JSON.stringify(r));
         assert.ok(r.accuracy > 0.9, `held-out accuracy ${r.accuracy} after 301 steps`);
         assert.ok(maxGap < 500, `the main thread was blocked for ${maxGap} ms`);
