@@ -119,6 +119,19 @@ fn ema(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
 }
 
+// EMA with source and destination in the same page (ograd), which WebGPU does not let us
+// bind twice: dst = a * dst + (1 - a) * src within one buffer (disjoint ranges).
+@compute @workgroup_size(256)
+fn ema_same(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = wg_linear(wid, nwg);
+    if (c >= op.chunks) { return; }
+    let t = otab[c];
+    let a = oscal[3];
+    for (var e = lid; e < t.y; e = e + 256u) {
+        ograd[t.w + e] = a * ograd[t.w + e] + (1.0 - a) * ograd[t.x + e];
+    }
+}
+
 // Learning-rate and EMA schedules, evaluated at the current step on the GPU.
 // kind: 0 constant, 1 cosine with linear warm-up, 2 step decay with linear warm-up.
 struct SchedP {

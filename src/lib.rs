@@ -17,8 +17,12 @@ pub mod models;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod selftest;
+pub mod session;
 pub mod store;
 pub mod train;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 pub use error::{Error, Result};
 pub use gpu::{AdapterReport, Context};

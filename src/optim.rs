@@ -216,7 +216,7 @@ fn ema_ops(g: &mut Graph, store: &Store, scal: Var, step: Var, ema: &Ema) -> Res
         let tab = g.constant_u32(&[t.len()], &t)?;
         let src = g.pool_page(Pool::Params, sp, (sizes[sp].1 / 4) as usize);
         let dst = g.pool_page(Pool::Params, dp, (sizes[dp].1 / 4) as usize);
-        g.push(EmaOp { chunks: t.len() / 4 }, &[tab, scal, step, src, dst], vec![1], DType::F32)?;
+        g.push(EmaOp { chunks: t.len() / 4, same_page: sp == dp }, &[tab, scal, step, src, dst], vec![1], DType::F32)?;
     }
     Ok(())
 }
@@ -290,13 +290,15 @@ impl Op for ClipOp {
         for (i, &c) in self.chunks.iter().enumerate() {
             let (tab, grad) = (Bind::T(n.inputs[2 + 2 * i].var), Bind::T(n.inputs[3 + 2 * i].var));
             let p = opt_params(0.0, 0.0, 0.0, 0.0, 0.0, false, c, base);
-            l.dispatch("optim", "sumsq", p, &[tab, scal, step, grad, grad, parts], grid(c));
+            let unused = l.unused();
+            l.dispatch("optim", "sumsq", p, &[tab, scal, step, unused, grad, parts], grid(c));
             base += c;
         }
         let tab = Bind::T(n.inputs[2].var);
         let grad = Bind::T(n.inputs[3].var);
         let p = opt_params(0.0, 0.0, 0.0, 0.0, self.max_norm, false, total, 0);
-        l.dispatch("optim", "clip_finalize", p, &[tab, scal, step, grad, grad, parts], [1, 1, 1]);
+        let unused = l.unused();
+        l.dispatch("optim", "clip_finalize", p, &[tab, scal, step, unused, grad, parts], [1, 1, 1]);
         Ok(())
     }
 }
@@ -317,7 +319,13 @@ impl Op for StepOp {
         &[3, 5, 6]
     }
     fn lower(&self, n: &NodeRef, l: &mut Lowering) -> Result<()> {
-        let binds: Vec<Bind> = n.inputs.iter().map(|t| Bind::T(t.var)).collect();
+        // Slots a method lacks arrive as repeats of the gradient page (SGD without momentum)
+        // or of slot 1 (SGD with momentum); the kernel ignores them, so bind placeholders.
+        let mut binds: Vec<Bind> = Vec::with_capacity(n.inputs.len());
+        for (i, t) in n.inputs.iter().enumerate() {
+            let repeat = n.inputs[..i].iter().any(|u| u.var == t.var);
+            binds.push(if repeat { l.unused() } else { Bind::T(t.var) });
+        }
         let (entry, p) = match self.method {
             Method::Sgd { momentum, nesterov } => ("sgd", opt_params(momentum, self.wd, 0.0, 0.0, 0.0, nesterov, self.chunks, 0)),
             Method::AdamW { beta1, beta2, eps } => ("adamw", opt_params(0.0, self.wd, beta1, beta2, eps, false, self.chunks, 0)),
@@ -331,6 +339,8 @@ impl Op for StepOp {
 #[derive(Debug)]
 struct EmaOp {
     chunks: usize,
+    /// Source and destination are in the same page: one binding serves both (`ema_same`).
+    same_page: bool,
 }
 
 impl Op for EmaOp {
@@ -341,9 +351,14 @@ impl Op for EmaOp {
         &[4]
     }
     fn lower(&self, n: &NodeRef, l: &mut Lowering) -> Result<()> {
-        let binds: Vec<Bind> = n.inputs.iter().map(|t| Bind::T(t.var)).collect();
+        let mut binds: Vec<Bind> = n.inputs.iter().map(|t| Bind::T(t.var)).collect();
         let p = opt_params(0.0, 0.0, 0.0, 0.0, 0.0, false, self.chunks, 0);
-        l.dispatch("optim", "ema", p, &binds, grid(self.chunks));
+        if self.same_page {
+            binds[3] = l.unused();
+            l.dispatch("optim", "ema_same", p, &binds, grid(self.chunks));
+        } else {
+            l.dispatch("optim", "ema", p, &binds, grid(self.chunks));
+        }
         Ok(())
     }
 }
@@ -360,7 +375,8 @@ impl Op for TickOp {
     }
     fn lower(&self, n: &NodeRef, l: &mut Lowering) -> Result<()> {
         // The schedule kernel's bindings: (scalars, step); only the step is touched.
-        l.dispatch("optim", "tick", Params::new().u(0), &[Bind::T(n.inputs[0].var), Bind::T(n.inputs[0].var)], [1, 1, 1]);
+        let unused = l.unused();
+        l.dispatch("optim", "tick", Params::new().u(0), &[unused, Bind::T(n.inputs[0].var)], [1, 1, 1]);
         Ok(())
     }
 }

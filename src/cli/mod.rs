@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod predict;
 pub mod train;
+pub mod selftest;
 
 use crate::error::Result;
 use crate::gpu::Context;
@@ -28,6 +29,25 @@ pub enum Command {
         /// Matrix sizes for the matmul benchmark.
         #[arg(long, value_delimiter = ',', default_values_t = vec![256usize, 512, 1024])]
         sizes: Vec<usize>,
+    },
+    /// Run the fixed self-test plan (the browser tests compare the page's results with it), or
+    /// with --bench time the demo page's MLP training session on this adapter.
+    Selftest {
+        /// Print machine-readable JSON.
+        #[arg(long)]
+        json: bool,
+        /// Time the MLP training session instead (steps/s, images/s).
+        #[arg(long)]
+        bench: bool,
+        /// Timed training steps for --bench (after one warm-up step).
+        #[arg(long, default_value_t = 60)]
+        steps: usize,
+        /// Steps per `step(n)` call for --bench (each call awaits its loss, as the page does).
+        #[arg(long, default_value_t = 5)]
+        chunk: usize,
+        /// Settings of the MLP session for --bench, as JSON (e.g. '{"hidden":128}').
+        #[arg(long, default_value = "{}")]
+        config: String,
     },
     /// List the models: parameters, FLOPs per image, stage feature shapes.
     Models,
@@ -133,6 +153,14 @@ pub fn main() -> Result<()> {
         Some(Command::Bench { what, sizes }) => {
             let ctx = Context::new()?;
             bench::run(&ctx, &what, &sizes)?;
+        }
+        Some(Command::Selftest { json, bench, steps, chunk, config }) => {
+            let ctx = Context::new()?;
+            if bench {
+                selftest::bench(&ctx, steps, chunk, &config, json)?;
+            } else {
+                selftest::selftest(&ctx, json)?;
+            }
         }
         Some(Command::Models) => predict::list_models()?,
         Some(Command::Train { model, run }) => {

@@ -99,8 +99,9 @@ pub struct KernelProfile {
 
 impl KernelProfile {
     pub fn for_adapter(report: &AdapterReport) -> Self {
-        #[allow(unused_mut)]
         let bounds_checks = report.backend != "Vulkan";
+        // Mutated only by the native overrides below.
+        #[allow(unused_mut)]
         let mut p = if report.software {
             KernelProfile { matmul: MatmulVariant::Register, serial_row_max: 4096, bounds_checks }
         } else {

@@ -3,7 +3,10 @@
 //! Binding convention (every kernel in `shaders/` follows it): binding 0 is the uniform
 //! parameter block, bindings 1..=n are the storage buffers in the order the op lists them.
 //! All storage bindings are `read_write`: tensors share arena buffers, and WebGPU forbids
-//! read-only and writable bindings of the same buffer in one dispatch.
+//! read-only and writable bindings of the same buffer in one dispatch. For the same reason no
+//! two bindings of one dispatch may overlap: a binding a kernel ignores gets
+//! [`Lowering::unused`], and a tensor read through two bindings (`x @ x^T`) gets a copy for the
+//! second (the plan compiler does that and rejects any overlap left).
 
 use super::Var;
 use crate::gpu::{BindingKind, Context, KernelKey, KernelProfile};
@@ -98,6 +101,13 @@ impl<'a> Lowering<'a> {
     pub fn scratch(&mut self, elems: usize, name: &str) -> Bind {
         self.scratch.push((self.node, (elems.max(1) * 4) as u64, name.to_string()));
         Bind::Scratch(self.scratch.len() - 1)
+    }
+
+    /// A placeholder for a binding the kernel does not touch in this configuration (no bias,
+    /// no affine weights). Never pass another tensor of the dispatch instead: WebGPU rejects
+    /// two overlapping read_write bindings in one dispatch (native wgpu does not check).
+    pub fn unused(&mut self) -> Bind {
+        self.scratch(1, "unused binding")
     }
 }
 

@@ -83,6 +83,39 @@ impl fmt::Debug for Plan {
     }
 }
 
+/// WebGPU rejects a dispatch whose storage bindings overlap when either is writable, and all of
+/// ours are `read_write`. An op that reads one tensor through two bindings (`x @ x^T`,
+/// `x * x`) gets a copy of it, made just before, for the later binding. Ops that write an input
+/// in place are left alone: their bindings must already be distinct (the overlap check in
+/// `compile` says so if not).
+fn copy_repeated_reads(g: &Graph, cmds: Vec<Cmd>, scratch: &mut Vec<(usize, u64, String)>) -> Vec<Cmd> {
+    use crate::gpu::{BindingKind, KernelKey};
+    use crate::ops::elementwise::MAX_RANK;
+    let mut out = Vec::with_capacity(cmds.len());
+    for mut c in cmds {
+        if g.nodes[c.node].op.writes().is_empty() {
+            for j in 1..c.binds.len() {
+                let Bind::T(v) = c.binds[j] else { continue };
+                let root = g.root(v);
+                if !c.binds[..j].iter().any(|b| matches!(*b, Bind::T(u) if g.root(u) == root)) {
+                    continue;
+                }
+                let info = g.info(v);
+                let n = info.numel();
+                scratch.push((c.node, info.bytes(), format!("copy of '{}'", info.name)));
+                let copy = Bind::Scratch(scratch.len() - 1);
+                let mut key = KernelKey::new("layout", "gather");
+                key.bindings = vec![(0, BindingKind::Uniform), (1, BindingKind::ReadWrite), (2, BindingKind::ReadWrite)];
+                let params = super::Params::new().u(n).u(1).u(0).u(0).arr(&[n], MAX_RANK).arr(&[1], MAX_RANK).0;
+                out.push(Cmd { node: c.node, key, params, binds: vec![Bind::T(v), copy], groups: super::lower::grid_for(n, 256) });
+                c.binds[j] = copy;
+            }
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// A readback in flight for several tensors (see [`Plan::request`]).
 pub struct Pending {
     slot: ReadbackSlot,
@@ -163,7 +196,8 @@ impl Plan {
                 n.op.lower(&g.node_ref(i), &mut low)?;
             }
         }
-        let Lowering { cmds, scratch, .. } = low;
+        let Lowering { cmds, mut scratch, .. } = low;
+        let cmds = copy_repeated_reads(g, cmds, &mut scratch);
 
         // 3. Decide where every touched tensor lives.
         let grad_of: HashMap<Var, &crate::store::Param> = g.param_grads.iter().map(|(p, v)| (g.root(*v), p)).collect();
@@ -337,6 +371,25 @@ impl Plan {
                 }),
             }];
             let bound: Vec<&Slot> = binds.iter().map(resolve).collect();
+            // WebGPU forbids overlapping storage bindings in one dispatch when either is
+            // writable (all of ours are read_write); browsers reject the dispatch while native
+            // wgpu lets it through. Catch it here, on every platform, with the op's name.
+            for i in 0..bound.len() {
+                for j in i + 1..bound.len() {
+                    let (a, b) = (bound[i], bound[j]);
+                    if a.buffer == b.buffer && a.offset < b.offset + b.bytes && b.offset < a.offset + a.bytes {
+                        return Err(Error::usage(format!(
+                            "{}::{} for {} binds overlapping memory at bindings {} and {}; WebGPU forbids aliasing \
+                             writable storage bindings within one dispatch (browsers reject it): bind a distinct buffer",
+                            key.shader,
+                            key.entry,
+                            g.nodes[*node].op.name(),
+                            i + 1,
+                            j + 1
+                        )));
+                    }
+                }
+            }
             for (bi, s) in bound.iter().enumerate() {
                 entries.push(wgpu::BindGroupEntry {
                     binding: bi as u32 + 1,

@@ -72,8 +72,8 @@ impl Op for MatmulOp {
         let sbb = if d.batch_b == 1 { 0 } else { d.k * d.n };
         let p = Params::new().u(d.m).u(d.n).u(d.k).u(d.batch).u(sab).u(sbb).u(d.m * d.n).u(self.bias as usize).u(ars).u(acs).u(brs).u(bcs);
         let c = n.outputs[0].var;
-        let bias = if self.bias { n.inputs[2].var } else { c };
-        let binds = [Bind::T(n.inputs[0].var), Bind::T(n.inputs[1].var), Bind::T(c), Bind::T(bias)];
+        let bias = if self.bias { Bind::T(n.inputs[2].var) } else { l.unused() };
+        let binds = [Bind::T(n.inputs[0].var), Bind::T(n.inputs[1].var), Bind::T(c), bias];
         // The vec4 form reads 4-element vectors along K, along M when A is transposed, and
         // along N when B is not.
         let v4 = d.k % 4 == 0 && (!self.ta || d.m % 4 == 0) && (self.tb || d.n % 4 == 0) && d.m >= 4 && d.n >= 4;

@@ -66,7 +66,7 @@ impl Op for LayerNormOp {
     fn lower(&self, n: &NodeRef, l: &mut Lowering) -> Result<()> {
         let (rows, cols) = rows_cols(&n.inputs[0].shape);
         let x = Bind::T(n.inputs[0].var);
-        let (w, b) = if self.affine { (Bind::T(n.inputs[1].var), Bind::T(n.inputs[2].var)) } else { (x, x) };
+        let (w, b) = if self.affine { (Bind::T(n.inputs[1].var), Bind::T(n.inputs[2].var)) } else { (l.unused(), l.unused()) };
         let binds = [x, w, b, Bind::T(n.outputs[0].var), Bind::T(n.outputs[1].var), Bind::T(n.outputs[2].var)];
         let p = ln_params(rows, cols, self.affine, self.eps);
         if row_variant(l, rows, cols) {
@@ -103,7 +103,8 @@ impl Op for LnDxOp {
     fn lower(&self, n: &NodeRef, l: &mut Lowering) -> Result<()> {
         let (rows, cols) = rows_cols(&n.inputs[0].shape);
         let x = Bind::T(n.inputs[0].var);
-        let binds = [x, Bind::T(n.inputs[1].var), x, Bind::T(n.outputs[0].var), Bind::T(n.inputs[2].var), Bind::T(n.inputs[3].var)];
+        let unused = l.unused();
+        let binds = [x, Bind::T(n.inputs[1].var), unused, Bind::T(n.outputs[0].var), Bind::T(n.inputs[2].var), Bind::T(n.inputs[3].var)];
         let p = ln_params(rows, cols, false, 0.0);
         if row_variant(l, rows, cols) {
             l.dispatch("norm", "ln_dx_wg", p, &binds, grid(rows));

@@ -1,0 +1,142 @@
+//! Training sessions: a model, its data and its compiled plans behind one small interface that
+//! hosts drive step by step (the web page through `src/web`, the CLI's `selftest --bench`).
+//!
+//! A session is built once; `step(n)` runs `n` training steps and awaits their metrics,
+//! `evaluate()` measures it on held-out data. Both are futures that never block, so on the web
+//! the page awaits them and the browser keeps running between steps. Session kinds are made by
+//! name with [`create`]: adding one (distillation, OBoW) is an `impl Session` plus a match arm.
+
+pub mod mlp;
+
+use crate::error::{Error, Result};
+use crate::gpu::Context;
+use serde::Serialize;
+use std::future::Future;
+use std::pin::Pin;
+
+/// A boxed future that need not be `Send` (browser GPU handles are not).
+pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// What a call to [`Session::step`] or [`Session::evaluate`] reports.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Metrics {
+    /// Training steps taken so far.
+    pub step: u64,
+    /// Training loss of the last step (`step`), or the evaluation loss (`evaluate`).
+    pub loss: f32,
+    /// Examples per second over this call (GPU work and readback included).
+    pub images_per_sec: f64,
+    /// Steps per second over this call.
+    pub steps_per_sec: f64,
+    /// Wall-clock seconds of this call.
+    pub seconds: f64,
+    /// Top-1 accuracy in [0, 1] on the evaluation set (`evaluate` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f32>,
+    /// Examples the numbers above were computed on.
+    pub examples: u64,
+}
+
+/// A training run a host drives step by step.
+pub trait Session {
+    /// The name [`create`] knows it by.
+    fn kind(&self) -> &'static str;
+    /// Its configuration and sizes (parameters, dispatches per step, data), for display.
+    fn describe(&self) -> serde_json::Value;
+    /// Run `n` training steps, then await the loss of the last one.
+    fn step(&mut self, n: usize) -> LocalFuture<'_, Result<Metrics>>;
+    /// Loss and accuracy on the held-out set.
+    fn evaluate(&mut self) -> LocalFuture<'_, Result<Metrics>>;
+    /// Anything else a page shows, by name, with JSON arguments and a JSON answer (for
+    /// example a CKA matrix, or the prediction for a drawn image). Sessions answer the names
+    /// they know; the default knows none.
+    fn query(&mut self, what: &str, args: &serde_json::Value) -> LocalFuture<'_, Result<serde_json::Value>> {
+        let _ = args;
+        let msg = format!("the '{}' session has no query named '{what}'", self.kind());
+        Box::pin(async move { Err(Error::usage(msg)) })
+    }
+}
+
+/// Named binary inputs a host hands to a session (a dataset file, a teacher's safetensors):
+/// the page fetches them, the CLI reads them from disk. Sessions that need none ignore them.
+pub type Assets = std::collections::BTreeMap<String, Vec<u8>>;
+
+/// Session kinds [`create`] knows.
+pub const KINDS: &[&str] = &["mlp"];
+
+/// Build a session of the named kind. `config` is a JSON object of the kind's settings (missing
+/// fields take their defaults; unknown fields are an error, so typos do not pass silently).
+pub fn create(ctx: &Context, kind: &str, config: &serde_json::Value, assets: &Assets) -> Result<Box<dyn Session>> {
+    let _ = assets;
+    match kind {
+        "mlp" => Ok(Box::new(mlp::MlpSession::new(ctx, parse_config(kind, config)?)?)),
+        _ => Err(Error::usage(format!("unknown session kind '{kind}' (known: {})", KINDS.join(", ")))),
+    }
+}
+
+fn parse_config<T: serde::de::DeserializeOwned>(kind: &str, config: &serde_json::Value) -> Result<T> {
+    let config = if config.is_null() { serde_json::json!({}) } else { config.clone() };
+    serde_json::from_value(config).map_err(|e| Error::usage(format!("settings of the '{kind}' session: {e}")))
+}
+
+/// Milliseconds from an arbitrary origin, monotonic where the platform allows
+/// (`performance.now()` in browsers and workers, `Instant` natively).
+pub fn now_ms() -> f64 {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use std::sync::OnceLock;
+        use std::time::Instant;
+        static ORIGIN: OnceLock<Instant> = OnceLock::new();
+        ORIGIN.get_or_init(Instant::now).elapsed().as_secs_f64() * 1e3
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        use wasm_bindgen::JsCast;
+        let perf = js_sys::Reflect::get(&js_sys::global(), &"performance".into()).ok();
+        let now =
+            perf.as_ref().and_then(|p| js_sys::Reflect::get(p, &"now".into()).ok()).and_then(|f| f.dyn_into::<js_sys::Function>().ok());
+        match (perf, now) {
+            (Some(p), Some(f)) => f.call0(&p).ok().and_then(|v| v.as_f64()).unwrap_or_else(js_sys::Date::now),
+            _ => js_sys::Date::now(),
+        }
+    }
+}
+
+/// A small deterministic generator (PCG-XSH-RR 64/32) for data that must be identical on
+/// every platform and cheap to make in the browser.
+#[derive(Clone, Debug)]
+pub struct Pcg(u64);
+
+impl Pcg {
+    pub fn new(seed: u64) -> Self {
+        let mut p = Pcg(seed.wrapping_add(0x853C_49E6_748F_EA9B));
+        p.next_u32();
+        p
+    }
+    pub fn next_u32(&mut self) -> u32 {
+        let old = self.0;
+        self.0 = old.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let xorshifted = (((old >> 18) ^ old) >> 27) as u32;
+        xorshifted.rotate_right((old >> 59) as u32)
+    }
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        self.next_u32() as f64 / 4_294_967_296.0
+    }
+    /// Standard normal (Box-Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u = 1.0 - self.uniform();
+        let v = self.uniform();
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+    /// Uniform integer in 0..n.
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.next_u32() as u64 * n as u64) >> 32) as usize
+    }
+    /// Fisher-Yates shuffle.
+    pub fn shuffle<T>(&mut self, xs: &mut [T]) {
+        for i in (1..xs.len()).rev() {
+            xs.swap(i, self.below(i + 1));
+        }
+    }
+}

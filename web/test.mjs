@@ -1,0 +1,374 @@
+// Browser tests of the demo page, headless, in the browsers installed from apt (no browser
+// download): Chromium with the SwiftShader WebGPU adapter and Firefox ESR with lavapipe.
+// Run by web/test, which builds the page and the native reference first:
+//   node web/test.mjs --native-selftest FILE --native-bench FILE [--browsers chromium,firefox] [--steps N] [--chunk K]
+// Screenshots go to target/web-artifacts/. Ends with the line "N passed, N failed".
+
+import puppeteer from 'puppeteer-core';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, '..');
+const artifacts = path.join(root, 'target', 'web-artifacts');
+
+const argv = process.argv.slice(2);
+const arg = (name, dflt) => {
+  const i = argv.indexOf(`--${name}`);
+  return i >= 0 ? argv[i + 1] : dflt;
+};
+const browsersWanted = arg('browsers', 'chromium,firefox').split(',');
+const nativeSelftest = JSON.parse(fs.readFileSync(arg('native-selftest'), 'utf8'));
+const nativeBench = JSON.parse(fs.readFileSync(arg('native-bench'), 'utf8'));
+
+// The self-test runs on different adapters (SwiftShader or lavapipe behind the browser's
+// WebGPU, lavapipe natively) with different kernels (browsers may pick the tiled matmul):
+// results must agree to |a - b| <= ATOL + RTOL |b| elementwise.
+const ATOL = 1e-5;
+const RTOL = 1e-4;
+// The tiny training run: the same as `webdistill selftest --bench --steps 40 --chunk 5`
+// (one warm-up step, then 8 calls of step(5)), with the session's default settings.
+const TIMED = parseInt(arg('steps', '40'), 10);
+const STEPS = TIMED + 1;
+const CHUNK = parseInt(arg('chunk', '5'), 10);
+
+const CHROMIUM = process.env.CHROMIUM || '/usr/lib/chromium/chromium';
+const FIREFOX = process.env.FIREFOX || '/usr/bin/firefox-esr';
+const CHROMIUM_FLAGS = ['--no-sandbox', '--no-first-run', '--disable-background-networking', '--disable-component-update',
+  '--disable-sync', '--disable-quic'];
+const CHROMIUM_WEBGPU = ['--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader'];
+const FIREFOX_PREFS = { 'dom.webgpu.enabled': true, 'gfx.webgpu.ignore-blocklist': true };
+
+// ------------------------------------------------------------------ static server
+
+const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.css': 'text/css',
+  '.wasm': 'application/wasm', '.json': 'application/json', '.png': 'image/png', '.svg': 'image/svg+xml' };
+
+function serve(dir) {
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url, 'http://localhost');
+    let file = path.normalize(path.join(dir, decodeURIComponent(url.pathname)));
+    if (!file.startsWith(dir)) { res.writeHead(403).end(); return; }
+    if (fs.existsSync(file) && fs.statSync(file).isDirectory()) file = path.join(file, 'index.html');
+    fs.readFile(file, (err, body) => {
+      if (err) { res.writeHead(404).end('not found'); return; }
+      res.writeHead(200, { 'content-type': TYPES[path.extname(file)] || 'application/octet-stream', 'cache-control': 'no-store' });
+      res.end(body);
+    });
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
+}
+
+// ------------------------------------------------------------------ harness
+
+const results = [];
+const measured = {};
+
+async function test(name, fn) {
+  const t0 = Date.now();
+  try {
+    await fn();
+    results.push([name, true]);
+    console.log(`ok   ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+  } catch (e) {
+    results.push([name, false]);
+    console.log(`FAIL ${name}: ${e && e.stack ? e.stack : e}`);
+  }
+}
+
+async function launch(kind, { webgpu = true } = {}) {
+  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), `webdistill-${kind}-`));
+  if (kind === 'chromium') {
+    return puppeteer.launch({
+      executablePath: CHROMIUM, headless: true, userDataDir,
+      args: [...CHROMIUM_FLAGS, ...(webgpu ? CHROMIUM_WEBGPU : [])],
+      protocolTimeout: 600_000,
+    });
+  }
+  return puppeteer.launch({
+    browser: 'firefox', executablePath: FIREFOX, headless: true, userDataDir,
+    extraPrefsFirefox: FIREFOX_PREFS, protocolTimeout: 600_000,
+  });
+}
+
+async function open(browser, url, logs) {
+  const page = await browser.newPage();
+  await page.setViewport({ width: 1100, height: 1000 });
+  page.on('console', (m) => logs.push(`[console.${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => logs.push(`[pageerror] ${e.message}`));
+  await page.goto(url);
+  return page;
+}
+
+const waitFor = (page, expr, timeout, ...args) => page.waitForFunction(expr, { timeout, polling: 100 }, ...args);
+
+function compare(browserReport, nativeReport) {
+  let worst = { ratio: -1, where: 'nothing compared' };
+  for (const o of nativeReport.outputs) {
+    const b = browserReport.outputs.find((x) => x.name === o.name);
+    assert.ok(b, `browser report lacks '${o.name}'`);
+    assert.deepEqual(b.shape, o.shape, `shape of '${o.name}'`);
+    o.values.forEach((want, i) => {
+      const got = b.values[i];
+      const ratio = Math.abs(got - want) / (ATOL + RTOL * Math.abs(want));
+      if (!(ratio <= worst.ratio)) worst = { ratio: Number.isNaN(ratio) ? Infinity : ratio, where: `${o.name}[${i}]: ${got} vs native ${want}` };
+    });
+  }
+  return worst;
+}
+
+const number = (s) => parseFloat(String(s).replace(/[,%]/g, ''));
+
+// ------------------------------------------------------------------ the tests
+
+async function browserTests(kind, base) {
+  let browser;
+  const logs = [];
+  fs.rmSync(path.join(artifacts, `${kind}-console.log`), { force: true });
+  try {
+    browser = await launch(kind);
+    const page = await open(browser, `${base}/?steps=${STEPS}&chunk=${CHUNK}`, logs);
+
+    await test(`${kind}: the page loads and opens a WebGPU adapter`, async () => {
+      await waitFor(page, () => window.__status && window.__status !== 'loading', 120_000);
+      const status = await page.evaluate(() => window.__status);
+      assert.equal(status, 'ready', `status ${status}; errors: ${await page.evaluate(() => window.__errors.join(' | '))}`);
+      const adapter = await page.$eval('#adapter', (e) => e.textContent);
+      const info = await page.evaluate(() => window.__info);
+      console.log(`     ${kind} ${adapter}; fallback adapter: ${info.fallback}; matmul kernel: ${info.matmul}`);
+      assert.ok(await page.$('#tab-overview') && await page.$('#tab-train'), 'tabs are missing');
+    });
+
+    await test(`${kind}: the self-test equals the native results (atol ${ATOL}, rtol ${RTOL})`, async () => {
+      await waitFor(page, () => window.__selftest !== undefined, 180_000);
+      const report = await page.evaluate(() => window.__selftest);
+      assert.ok(!report.error, `self-test failed in the page: ${report.error}`);
+      const worst = compare(report, nativeSelftest);
+      const n = nativeSelftest.outputs.reduce((a, o) => a + o.values.length, 0);
+      const exact = nativeSelftest.outputs.every((o) => o.values.every((v, i) => v === report.outputs.find((x) => x.name === o.name).values[i]));
+      console.log(`     ${n} values compared${exact ? ' (all bit-identical)' : ''}; worst |a-b|/(atol+rtol|b|) = ` +
+        `${worst.ratio.toFixed(4)} at ${worst.where}`);
+      fs.mkdirSync(artifacts, { recursive: true });
+      await page.screenshot({ path: path.join(artifacts, `${kind}-overview.png`), fullPage: true });
+      measured[`${kind}_selftest_worst_ratio`] = worst.ratio;
+      assert.ok(worst.ratio <= 1, `outside the tolerance at ${worst.where}`);
+    });
+
+    await test(`${kind}: a tiny training run through the UI lowers the loss and shows its numbers`, async () => {
+      await page.click('#tab-train');
+      // Responsiveness: the longest gap between 10 ms timer ticks while training runs.
+      await page.evaluate(() => {
+        window.__maxGap = 0;
+        let last = performance.now();
+        window.__gapTimer = setInterval(() => {
+          const t = performance.now();
+          window.__maxGap = Math.max(window.__maxGap, t - last);
+          last = t;
+        }, 10);
+      });
+      await page.click('#btn-start');
+      await waitFor(page, () => window.__result !== undefined, 420_000);
+      const maxGap = await page.evaluate(() => { clearInterval(window.__gapTimer); return window.__maxGap; });
+      const r = await page.evaluate(() => window.__result);
+      assert.ok(r.ok, `training failed: ${r.error}`);
+      assert.equal(r.steps, STEPS);
+      assert.ok(r.last_loss < 0.9 * r.first_loss, `training loss ${r.first_loss} -> ${r.last_loss}`);
+      assert.ok(r.eval_loss < 0.9 * r.first_loss, `held-out loss ${r.eval_loss} vs first training loss ${r.first_loss}`);
+      // The run is deterministic (data, initial weights, batch order): the browser's losses
+      // follow the native run's (float rounding differs between adapters, so not bit for bit).
+      for (const k of ['first_loss', 'last_loss', 'eval_loss', 'accuracy']) {
+        assert.ok(Math.abs(r[k] - nativeBench[k]) <= 1e-3 * Math.max(1, Math.abs(nativeBench[k])), `${k}: ${r[k]} here, ${nativeBench[k]} natively`);
+      }
+      const shown = await page.evaluate(() => Object.fromEntries(['m-step', 'm-loss', 'm-eval-loss', 'm-acc', 'm-ips', 'm-sps']
+        .map((id) => [id, document.getElementById(id).textContent])));
+      assert.equal(number(shown['m-step']), STEPS, `step shown: ${shown['m-step']}`);
+      for (const id of ['m-loss', 'm-eval-loss', 'm-acc', 'm-ips', 'm-sps']) {
+        assert.ok(Number.isFinite(number(shown[id])) && number(shown[id]) > 0, `${id} shows '${shown[id]}'`);
+      }
+      assert.ok(Math.abs(number(shown['m-loss']) - r.last_loss) < 1e-3 * Math.max(1, r.last_loss), 'shown loss');
+      assert.ok(await page.$('#chart canvas'), 'no loss chart');
+      assert.equal(await page.$eval('#train-state', (e) => e.textContent), `Finished ${STEPS} steps.`);
+      const errors = await page.evaluate(() => window.__errors);
+      assert.deepEqual(errors, [], 'errors shown on the page');
+      measured[kind] = { ...r, max_main_thread_gap_ms: maxGap };
+      console.log(`     the page's main thread was never blocked for more than ${maxGap.toFixed(0)} ms during the run`);
+      assert.ok(maxGap < 500, `the main thread was blocked for ${maxGap} ms`);
+      console.log(`     loss ${r.first_loss.toFixed(4)} -> ${r.last_loss.toFixed(4)}, held-out ${r.eval_loss.toFixed(4)} ` +
+        `(accuracy ${(r.accuracy * 100).toFixed(1)}%); ${r.steps_per_sec.toFixed(2)} steps/s, ` +
+        `${Math.round(r.images_per_sec)} images/s in step(); ${r.wall_steps_per_sec.toFixed(2)} steps/s wall-clock through the UI`);
+      fs.mkdirSync(artifacts, { recursive: true });
+      await page.screenshot({ path: path.join(artifacts, `${kind}.png`), fullPage: true });
+    });
+
+    await test(`${kind}: a longer run with adaptive step() calls keeps the page responsive`, async () => {
+      const p2 = await open(browser, `${base}/?steps=301#train`, logs);
+      try {
+        await waitFor(p2, () => window.__status === 'ready', 120_000);
+        await p2.evaluate(() => {
+          window.__maxGap = 0;
+          let last = performance.now();
+          setInterval(() => {
+            const t = performance.now();
+            window.__maxGap = Math.max(window.__maxGap, t - last);
+            last = t;
+          }, 10);
+        });
+        await p2.click('#btn-start');
+        await waitFor(p2, () => window.__result !== undefined, 420_000);
+        const r = await p2.evaluate(() => window.__result);
+        const loop = await p2.evaluate(() => window.__loop);
+        const maxGap = await p2.evaluate(() => window.__maxGap);
+        const ms = (x) => Math.round(x);
+        console.log(`     ${r.steps} steps: ${r.steps_per_sec.toFixed(1)} steps/s in step(), ${r.wall_steps_per_sec.toFixed(1)} wall-clock; ` +
+          `${loop.calls} calls ending at step(${loop.chunk}); ms in step ${ms(loop.step)}, evaluate ${ms(loop.evaluate)}, ` +
+          `draw ${ms(loop.draw)}, yield ${ms(loop.yield)}; longest main-thread gap ${ms(maxGap)} ms`);
+        measured[`${kind}_adaptive`] = { ...r, loop, max_main_thread_gap_ms: maxGap };
+        await p2.screenshot({ path: path.join(artifacts, `${kind}-301-steps.png`), fullPage: true });
+        assert.ok(r.ok && r.steps === 301, JSON.stringify(r));
+        assert.ok(r.accuracy > 0.9, `held-out accuracy ${r.accuracy} after 301 steps`);
+        assert.ok(maxGap < 500, `the main thread was blocked for ${maxGap} ms`);
+        assert.ok(loop.draw < 1000, `drawing the chart took ${loop.draw} ms in all`);
+        assert.ok(r.wall_steps_per_sec > 0.5 * r.steps_per_sec, 'the UI loop spends most of its time outside step()');
+      } finally {
+        await p2.close();
+      }
+    });
+
+    await test(`${kind}: Reset, Start, Stop, Resume and Reset again`, async () => {
+      const state = () => page.$eval('#train-state', (e) => e.textContent);
+      const step = async () => number(await page.$eval('#m-step', (e) => e.textContent));
+      const enabled = () => page.evaluate(() => Object.fromEntries(['start', 'stop', 'resume', 'reset']
+        .map((b) => [b, !document.getElementById(`btn-${b}`).disabled])));
+      await page.click('#btn-reset');
+      await waitFor(page, () => document.getElementById('train-state').textContent === 'Ready.', 60_000);
+      assert.deepEqual(await enabled(), { start: true, stop: false, resume: false, reset: false });
+      assert.equal(await page.$('#chart canvas'), null, 'the chart survived Reset');
+      assert.equal(await page.evaluate(() => window.__result), undefined);
+      // No step limit this time: it runs until stopped.
+      await page.$eval('input[name=maxSteps]', (e) => { e.value = '0'; });
+      await page.click('#btn-start');
+      await waitFor(page, () => parseInt(document.getElementById('m-step').textContent, 10) >= 10, 120_000);
+      await page.click('#btn-stop');
+      await waitFor(page, () => /^Stopped at step \d+\.$/.test(document.getElementById('train-state').textContent), 60_000);
+      const stopped = await step();
+      assert.match(await state(), new RegExp(`^Stopped at step ${stopped}\\.$`));
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(await step(), stopped, 'training went on after Stop');
+      assert.deepEqual(await enabled(), { start: false, stop: false, resume: true, reset: true });
+      await page.click('#btn-resume');
+      await waitFor(page, (s) => parseInt(document.getElementById('m-step').textContent, 10) >= s + 10, 120_000, stopped);
+      await page.click('#btn-stop');
+      await waitFor(page, () => /^Stopped/.test(document.getElementById('train-state').textContent), 60_000);
+      assert.ok((await step()) >= stopped + 10);
+      await page.click('#btn-reset');
+      await waitFor(page, () => document.getElementById('train-state').textContent === 'Ready.', 60_000);
+      assert.equal(await page.$eval('#m-step', (e) => e.textContent), '–');
+      assert.deepEqual(await page.evaluate(() => window.__errors), []);
+    });
+
+    await test(`${kind}: library errors reach the page as readable messages`, async () => {
+      const e = await page.evaluate(async () => {
+        const wd = await import('./pkg/webdistill.js');
+        try {
+          await wd.Session.create('mlp', { hiden: 3 });
+          return null;
+        } catch (err) {
+          return { name: err.name, message: err.message, isError: err instanceof Error };
+        }
+      });
+      assert.ok(e && e.isError, 'expected a rejection with an Error');
+      assert.equal(e.name, 'UsageError');
+      assert.match(e.message, /settings of the 'mlp' session: unknown field `hiden`/);
+      const q = await page.evaluate(async () => {
+        const wd = await import('./pkg/webdistill.js');
+        const s = await wd.Session.create('mlp', {});
+        try {
+          await s.query('cka', {});
+          return null;
+        } catch (err) {
+          return `${err.name}: ${err.message}`;
+        } finally {
+          s.free();
+        }
+      });
+      assert.equal(q, "UsageError: the 'mlp' session has no query named 'cka'");
+    });
+  } catch (e) {
+    results.push([`${kind}: browser session`, false]);
+    console.log(`FAIL ${kind}: ${e && e.stack ? e.stack : e}`);
+  } finally {
+    if (logs.length) fs.writeFileSync(path.join(artifacts, `${kind}-console.log`), logs.join('\n') + '\n');
+    if (browser) await browser.close().catch(() => {});
+  }
+}
+
+async function noWebGpuTests(base) {
+  await test('chromium without --enable-unsafe-webgpu: a friendly message instead of a blank page', async () => {
+    const browser = await launch('chromium', { webgpu: false });
+    try {
+      const page = await open(browser, base, []);
+      await waitFor(page, () => window.__status && window.__status !== 'loading', 60_000);
+      assert.equal(await page.evaluate(() => window.__status), 'nowebgpu');
+      const notice = await page.$eval('#nowebgpu', (e) => ({ hidden: e.hidden, text: e.innerText }));
+      assert.equal(notice.hidden, false);
+      assert.match(notice.text, /WebGPU is not available/);
+      assert.match(notice.text, /no GPU adapter/);
+      assert.match(notice.text, /chrome:\/\/flags\/#enable-unsafe-webgpu/);
+      assert.match(notice.text, /dom\.webgpu\.enabled/);
+      assert.equal(await page.$eval('#tabs', (e) => e.hidden), true);
+      fs.mkdirSync(artifacts, { recursive: true });
+      await page.screenshot({ path: path.join(artifacts, 'chromium-nowebgpu.png'), fullPage: true });
+
+      // A browser without navigator.gpu at all (old browsers, Firefox without the pref).
+      const old = await browser.newPage();
+      await old.evaluateOnNewDocument(() => { delete Navigator.prototype.gpu; });
+      await old.goto(base);
+      await waitFor(old, () => window.__status && window.__status !== 'loading', 60_000);
+      assert.equal(await old.evaluate(() => window.__status), 'nowebgpu');
+      assert.match(await old.$eval('#nowebgpu', (e) => e.innerText), /navigator\.gpu is missing/);
+    } finally {
+      await browser.close().catch(() => {});
+    }
+  });
+}
+
+// ------------------------------------------------------------------ main
+
+const server = await serve(here);
+const base = `http://127.0.0.1:${server.address().port}`;
+console.log(`serving ${here} at ${base}`);
+fs.mkdirSync(artifacts, { recursive: true });
+for (const kind of browsersWanted) {
+  if (kind !== 'chromium' && kind !== 'firefox') throw new Error(`unknown browser ${kind}`);
+  await browserTests(kind, base);
+}
+if (browsersWanted.includes('chromium')) await noWebGpuTests(base);
+server.close();
+
+// Throughput of the same tiny run: natively (lavapipe) and in each browser.
+console.log(`\nsteps/s of the tiny MLP run (${STEPS - 1} timed steps in step(${CHUNK}) calls after 1 warm-up step, batch 128):`);
+const nat = nativeBench.steps_per_sec;
+console.log(`  native      ${nat.toFixed(2).padStart(9)} steps/s  ${Math.round(nativeBench.images_per_sec).toString().padStart(8)} images/s  (${nativeBench.adapter})`);
+for (const kind of browsersWanted) {
+  const r = measured[kind];
+  if (!r) continue;
+  console.log(`  ${kind.padEnd(10)}  ${r.steps_per_sec.toFixed(2).padStart(9)} steps/s  ${Math.round(r.images_per_sec).toString().padStart(8)} images/s  ` +
+    `(native / ${kind} = ${(nat / r.steps_per_sec).toFixed(1)}x; wall-clock through the UI ${r.wall_steps_per_sec.toFixed(2)} steps/s)`);
+}
+for (const kind of browsersWanted) {
+  const r = measured[`${kind}_adaptive`];
+  if (!r) continue;
+  console.log(`  ${kind.padEnd(10)}  ${r.steps_per_sec.toFixed(2).padStart(9)} steps/s  ${Math.round(r.images_per_sec).toString().padStart(8)} images/s  ` +
+    `(the page's own adaptive step() calls, ${r.steps - 1} steps, up to step(${r.loop.chunk}); wall-clock ${r.wall_steps_per_sec.toFixed(2)} steps/s)`);
+}
+fs.writeFileSync(path.join(artifacts, 'measurements.json'), JSON.stringify({ native: nativeBench, ...measured }, null, 2) + '\n');
+console.log(`screenshots and logs: ${path.relative(process.cwd(), artifacts) || artifacts}/`);
+
+const passed = results.filter((r) => r[1]).length;
+const failed = results.length - passed;
+console.log(`\n${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
