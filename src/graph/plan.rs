@@ -100,6 +100,11 @@ fn copy_repeated_reads(g: &Graph, cmds: Vec<Cmd>, scratch: &mut Vec<(usize, u64,
                 if !c.binds[..j].iter().any(|b| matches!(*b, Bind::T(u) if g.root(u) == root)) {
                     continue;
                 }
+                // Only inputs are read: an output bound twice is a placeholder mistake, which
+                // the overlap check reports (a copy would swallow the writes).
+                if g.nodes[c.node].outputs.iter().any(|&o| g.root(o) == root) {
+                    continue;
+                }
                 let info = g.info(v);
                 let n = info.numel();
                 scratch.push((c.node, info.bytes(), format!("copy of '{}'", info.name)));
