@@ -4,6 +4,7 @@
 use crate::error::Result;
 use crate::gpu::{Context, KernelProfile, MatmulVariant};
 use crate::graph::{Graph, Plan};
+use crate::ops::AttnImpl;
 use crate::store::Store;
 use std::time::Instant;
 
@@ -73,6 +74,33 @@ pub fn dispatch_cost(ctx: &Context, n: usize) -> Result<(f64, f64, f64)> {
     Ok((one / d * 1e6, per[1] / d * 1e6, per_wait[1] / d * 1e6))
 }
 
+/// Milliseconds per (forward, forward + backward) of multi-head self-attention over
+/// `batch` x `tokens` x `dim` with `heads` heads, for one implementation.
+pub fn attention_ms(ctx: &Context, imp: AttnImpl, batch: usize, tokens: usize, dim: usize, heads: usize) -> Result<(f64, f64)> {
+    let mut out = [0.0; 2];
+    for (k, backward) in [false, true].into_iter().enumerate() {
+        let mut g = Graph::new();
+        let qkv = g.input("qkv", &[batch, tokens, 3 * dim])?;
+        let y = g.attention_with(qkv, heads, None, imp)?;
+        if backward {
+            // d/dqkv of sum(y * r): the full backward pass, as in training.
+            let r = g.input("r", &[batch, tokens, dim])?;
+            let yr = g.mul(y, r)?;
+            let loss = g.sum_all(yr)?;
+            let dq = g.gradients(loss, &[qkv])?[0].expect("attention gradient");
+            g.keep(dq);
+        } else {
+            g.keep(y);
+        }
+        let mut store = Store::new(0);
+        let plan = Plan::compile(ctx, &g, &mut store, "bench attention")?;
+        let vals: Vec<f32> = (0..batch * tokens * 3 * dim).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+        plan.write(qkv, &vals)?;
+        out[k] = time_plan(ctx, &plan, 3, 3)? * 1e3;
+    }
+    Ok((out[0], out[1]))
+}
+
 pub fn run(ctx: &Context, what: &str, sizes: &[usize]) -> Result<()> {
     println!("adapter: {}", ctx.adapter);
     if what == "matmul" || what == "all" {
@@ -91,6 +119,15 @@ pub fn run(ctx: &Context, what: &str, sizes: &[usize]) -> Result<()> {
         println!(
             "dispatch cost, 300-dispatch plan: {one:.1} us/dispatch in one submit; {per:.1} us with a submit per dispatch; {wait:.1} us with a submit and wait per dispatch"
         );
+    }
+    if what == "attention" || what == "all" {
+        let (b, n, d, h) = (64, 65, 128, 4);
+        println!("self-attention, batch {b} x {n} tokens x {d} dims x {h} heads, ms per step (median of 3):");
+        println!("{:>14} {:>10} {:>18}", "path", "forward", "forward+backward");
+        for imp in [AttnImpl::Fused, AttnImpl::Materialized] {
+            let (f, fb) = attention_ms(ctx, imp, b, n, d, h)?;
+            println!("{:>14} {f:>10.1} {fb:>18.1}", imp.name());
+        }
     }
     Ok(())
 }

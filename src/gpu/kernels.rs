@@ -20,6 +20,8 @@ const SHADERS: &[(&str, &str)] = &[
     ("layout", include_str!("../../shaders/layout.wgsl")),
     ("optim", include_str!("../../shaders/optim.wgsl")),
     ("norm", include_str!("../../shaders/norm.wgsl")),
+    ("attention", include_str!("../../shaders/attention.wgsl")),
+    ("gather", include_str!("../../shaders/gather.wgsl")),
 ];
 
 /// All shader file names, for the validation test.
