@@ -2,6 +2,10 @@
 //! and registers its names in [`REGISTRY`]. Parameter names and layouts are exactly those of
 //! the PyTorch/timm state dicts they mirror, so `.safetensors` files move both ways.
 
+pub mod mixer;
+pub mod swin;
+pub mod vit;
+
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Var};
 use crate::nn::{Builder, Fwd};
@@ -115,6 +119,9 @@ impl Entry {
 pub fn registry() -> Vec<Entry> {
     let mut v = Vec::new();
     // Families append their entries here as they land (cnn, vit, swin, mlp).
+    v.extend(vit::entries());
+    v.extend(swin::entries());
+    v.extend(mixer::entries());
     v.extend(registry_extra());
     v
 }

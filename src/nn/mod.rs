@@ -5,8 +5,10 @@
 //! adds its ops to a graph. Nothing here touches wgpu.
 
 mod linear;
+pub mod token;
 
 pub use linear::{LayerNorm, Linear};
+pub use token::{Affine, InitStyle, Mlp, PatchEmbed, SelfAttention};
 
 use crate::error::Result;
 use crate::graph::{DType, Var};
