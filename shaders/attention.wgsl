@@ -15,7 +15,7 @@
 // each block from q, k and the saved log-sum-exp.
 //
 // Overrides: WG threads per workgroup (= rows per block), DH4 = ceil(DH / 4), BK keys (or
-// queries) staged per block with BK * DH4 <= 512 and BK <= 64.
+// queries) staged per block with BK * DH4 <= 496 and BK <= 64.
 
 override WG: u32 = 64u;
 override DH4: u32 = 8u;
@@ -35,8 +35,9 @@ struct AttP {
 @group(0) @binding(6) var<storage, read_write> adqkv: array<f32>;
 @group(0) @binding(7) var<storage, read_write> advec: array<f32>;
 
-var<workgroup> s_a: array<vec4<f32>, 512>;
-var<workgroup> s_b: array<vec4<f32>, 512>;
+// 2 x 496 vec4 + 2 x 64 f32 = 16 KiB: WebGPU's default workgroup storage limit.
+var<workgroup> s_a: array<vec4<f32>, 496>;
+var<workgroup> s_b: array<vec4<f32>, 496>;
 var<workgroup> s_r0: array<f32, 64>;
 var<workgroup> s_r1: array<f32, 64>;
 

@@ -67,11 +67,11 @@ impl Dims {
     }
 
     /// Kernel key with the block sizes for this shape: DH4 = ceil(dh/4) vec4 per row; BK rows
-    /// staged per block (512 vec4 of workgroup memory per operand); WG rows per workgroup,
+    /// staged per block (496 vec4 of workgroup memory per operand); WG rows per workgroup,
     /// sized so the last query block is not mostly empty (65 tokens: 2 blocks of 40, not 64+1).
     fn key(&self, entry: &'static str) -> (KernelKey, usize) {
         let dh4 = self.dh.div_ceil(4);
-        let bk = (512 / dh4).min(64);
+        let bk = (496 / dh4).min(64);
         let blocks = self.n.div_ceil(64);
         let wg = self.n.div_ceil(blocks).div_ceil(8) * 8;
         let key = KernelKey::new("attention", entry).constant("WG", wg as u32).constant("DH4", dh4 as u32).constant("BK", bk as u32);
