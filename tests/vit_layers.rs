@@ -55,17 +55,17 @@ fn attention_grads(imp: AttnImpl, q: &CpuTensor, bias: Option<&CpuTensor>, heads
     let qv = g.input("qkv", &q.shape).unwrap();
     let bv = bias.map(|b| g.input("bias", &b.shape).unwrap());
     let y = g.attention_with(qv, heads, bv, imp).unwrap();
-    let r = rand_tensor(g.shape(y), 3).to_f32();
-    let rv = g.constant(&g.shape(y).to_vec(), &r).unwrap();
+    let ys = g.shape(y).to_vec();
+    let rv = g.constant(&ys, &rand_tensor(&ys, 3).to_f32()).unwrap();
     let yr = g.mul(y, rv).unwrap();
     let loss = g.sum_all(yr).unwrap();
     let mut wrt = vec![qv];
     wrt.extend(bv);
     let grads: Vec<Var> = g.gradients(loss, &wrt).unwrap().into_iter().map(|v| v.unwrap()).collect();
     g.keep(y);
-    grads.iter().for_each(|&v| {
+    for &v in &grads {
         g.keep(v);
-    });
+    }
     let mut store = Store::new(0);
     let plan = Plan::compile(&ctx(), &g, &mut store, imp.name()).unwrap();
     plan.write(qv, &q.to_f32()).unwrap();
