@@ -4,6 +4,7 @@
 use crate::error::Result;
 use crate::gpu::{Context, KernelProfile, MatmulVariant};
 use crate::graph::{Graph, Plan};
+use crate::ops::AttnImpl;
 use crate::ops::conv::{Conv2dSpec, ConvGeom};
 use crate::store::Store;
 use std::time::Instant;
@@ -127,6 +128,107 @@ pub fn conv_times(ctx: &Context, b: &ConvBench) -> Result<[f64; 3]> {
     Ok(out)
 }
 
+/// CPU seconds this process has used (user + system), from /proc on Linux. Software adapters
+/// run inside the process, so this counts their work even while other programs compete for
+/// the cores, which wall time does not.
+pub fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// Per-run (wall ms, CPU ms) of several plans, measured in interleaved rounds (median of
+/// `reps`, `iters` runs per submit) so that load from other programs hits them alike.
+pub fn time_interleaved(ctx: &Context, plans: &[&Plan], iters: usize, reps: usize) -> Result<Vec<(f64, Option<f64>)>> {
+    for p in plans {
+        p.run(1)?;
+        ctx.wait()?;
+    }
+    let mut wall = vec![Vec::new(); plans.len()];
+    let mut cpu = vec![Vec::new(); plans.len()];
+    for _ in 0..reps {
+        for (k, p) in plans.iter().enumerate() {
+            let c0 = process_cpu_seconds();
+            let t = Instant::now();
+            p.run(iters)?;
+            ctx.wait()?;
+            wall[k].push(t.elapsed().as_secs_f64() * 1e3 / iters as f64);
+            if let (Some(c0), Some(c1)) = (c0, process_cpu_seconds()) {
+                cpu[k].push((c1 - c0) * 1e3 / iters as f64);
+            }
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    };
+    Ok(wall.iter_mut().zip(cpu.iter_mut()).map(|(w, c)| (median(w), if c.is_empty() { None } else { Some(median(c)) })).collect())
+}
+
+/// A plan of multi-head self-attention over `batch` x `tokens` x `dim` with `heads` heads:
+/// the forward pass only, or with the backward pass to the qkv input (as in training).
+pub fn attention_plan(ctx: &Context, imp: AttnImpl, backward: bool, batch: usize, tokens: usize, dim: usize, heads: usize) -> Result<Plan> {
+    let mut g = Graph::new();
+    let qkv = g.input("qkv", &[batch, tokens, 3 * dim])?;
+    let y = g.attention_with(qkv, heads, None, imp)?;
+    if backward {
+        let r = g.input("r", &[batch, tokens, dim])?;
+        let yr = g.mul(y, r)?;
+        let loss = g.sum_all(yr)?;
+        let dq = g.gradients(loss, &[qkv])?[0].expect("attention gradient");
+        g.keep(dq);
+    } else {
+        g.keep(y);
+    }
+    let mut store = Store::new(0);
+    let plan = Plan::compile(ctx, &g, &mut store, "bench attention")?;
+    let vals: Vec<f32> = (0..batch * tokens * 3 * dim).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+    plan.write(qkv, &vals)?;
+    Ok(plan)
+}
+
+/// A training-step plan of a registry ViT at 32 px with 100 classes: forward in training
+/// mode with drop path 0.1, label-smoothed cross-entropy, backward, AdamW with gradient
+/// clipping (OFA-KD's ViT recipe).
+pub fn vit_step_plan(ctx: &Context, name: &str, batch: usize, imp: AttnImpl) -> Result<Plan> {
+    use crate::models::vit::{Vit, arch};
+    use crate::models::{Backbone, ModelConfig};
+    use crate::nn::{Builder, Fwd};
+    use crate::optim::{OptimState, Optimizer};
+    let a = arch(name).ok_or_else(|| crate::Error::usage(format!("vit-step: '{name}' is not a ViT")))?;
+    let mut cfg = ModelConfig::new(3, 32, 100);
+    cfg.drop_path = 0.1;
+    let mut store = Store::new(0);
+    let net = Vit::new(&mut Builder::new(&mut store, ""), name, a, &cfg)?.with_attention(imp);
+    store.upload(ctx)?;
+    let state = OptimState::register(&mut store, "opt")?;
+    let mut g = Graph::new();
+    let x = g.input("x", &[batch, 3, 32, 32])?;
+    let y = g.labels("y", &[batch], 100)?;
+    let step = g.state(&state.step);
+    let out = net.forward(&mut g, x, Fwd::train(step, 0))?;
+    let loss = g.cross_entropy(out.logits, y, 0.1)?;
+    g.keep(loss);
+    let grads = g.backward(loss)?;
+    Optimizer::adamw(5e-4, 0.05).with_clip(5.0).apply(&mut g, &mut store, &state, &grads)?;
+    let plan = Plan::compile(ctx, &g, &mut store, "bench vit step")?;
+    let xs: Vec<f32> = (0..batch * 3 * 32 * 32).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+    let ys: Vec<u32> = (0..batch).map(|i| (i * 37 % 100) as u32).collect();
+    plan.write(x, &xs)?;
+    plan.write_u32(y, &ys)?;
+    Ok(plan)
+}
+
+fn fmt_ms((wall, cpu): (f64, Option<f64>)) -> String {
+    match cpu {
+        Some(c) => format!("{wall:>9.1} ({c:>7.1} cpu)"),
+        None => format!("{wall:>9.1}"),
+    }
+}
+
 pub fn run(ctx: &Context, what: &str, sizes: &[usize]) -> Result<()> {
     println!("adapter: {}", ctx.adapter);
     if what == "matmul" || what == "all" {
@@ -163,6 +265,43 @@ pub fn run(ctx: &Context, what: &str, sizes: &[usize]) -> Result<()> {
         println!(
             "dispatch cost, 300-dispatch plan: {one:.1} us/dispatch in one submit; {per:.1} us with a submit per dispatch; {wait:.1} us with a submit and wait per dispatch"
         );
+    }
+    if what == "attention" || what == "all" {
+        let (b, n, d, h) = (64, 65, 128, 4);
+        println!(
+            "self-attention, batch {b} x {n} tokens x {d} dims x {h} heads: ms per run, wall (process CPU), median of 5 interleaved rounds:"
+        );
+        let imps = [AttnImpl::Fused, AttnImpl::Materialized];
+        let mut plans = Vec::new();
+        for imp in imps {
+            plans.push(attention_plan(ctx, imp, false, b, n, d, h)?);
+            plans.push(attention_plan(ctx, imp, true, b, n, d, h)?);
+        }
+        let t = time_interleaved(ctx, &plans.iter().collect::<Vec<_>>(), 2, 5)?;
+        println!("{:>14} {:>24} {:>24} {:>10}", "path", "forward", "forward+backward", "dispatches");
+        for (k, imp) in imps.iter().enumerate() {
+            let disp =
+                format!("{}+{}", plans[2 * k].stats().dispatches, plans[2 * k + 1].stats().dispatches - plans[2 * k].stats().dispatches);
+            println!("{:>14} {:>24} {:>24} {:>10}", imp.name(), fmt_ms(t[2 * k]), fmt_ms(t[2 * k + 1]), disp);
+        }
+    }
+    if what == "vit-step" || what == "all" {
+        let batch = 64;
+        println!(
+            "vit_micro_p4 training step (32 px, batch {batch}, AdamW, drop path 0.1): ms per step, wall (process CPU), median of 3 interleaved rounds:"
+        );
+        let imps = [AttnImpl::Fused, AttnImpl::Materialized];
+        let plans = imps.iter().map(|&imp| vit_step_plan(ctx, "vit_micro_p4", batch, imp)).collect::<Result<Vec<_>>>()?;
+        let t = time_interleaved(ctx, &plans.iter().collect::<Vec<_>>(), 1, 3)?;
+        for (k, imp) in imps.iter().enumerate() {
+            println!(
+                "  attention {:>12}: {} ms/step, {:.1} images/s; {}",
+                imp.name(),
+                fmt_ms(t[k]),
+                batch as f64 / t[k].0 * 1e3,
+                plans[k].stats()
+            );
+        }
     }
     Ok(())
 }

@@ -2,8 +2,8 @@
 
 pub mod bench;
 pub mod predict;
-pub mod train;
 pub mod selftest;
+pub mod train;
 
 use crate::error::Result;
 use crate::gpu::Context;
@@ -24,6 +24,7 @@ pub enum Command {
     /// Measure kernel throughput and dispatch cost on this adapter.
     Bench {
         /// matmul, conv, dispatch or all
+        /// matmul, dispatch, attention, vit-step or all
         #[arg(default_value = "all")]
         what: String,
         /// Matrix sizes for the matmul benchmark.
@@ -174,7 +175,10 @@ pub fn main() -> Result<()> {
         Some(Command::Eval { model, weights, data, img_size, batch }) => {
             let ctx = Context::new()?;
             let r = train::eval(&ctx, &model, &weights, &data, img_size, batch)?;
-            println!("{model} on {data}: top-1 {:.2}%, top-5 {:.2}%, loss {:.4} ({} images) | adapter: {}", r.top1, r.top5, r.loss, r.images, ctx.adapter);
+            println!(
+                "{model} on {data}: top-1 {:.2}%, top-5 {:.2}%, loss {:.4} ({} images) | adapter: {}",
+                r.top1, r.top5, r.loss, r.images, ctx.adapter
+            );
         }
         Some(Command::Predict { model, weights, input, out, batch }) => {
             let (shape, x) = predict::read_npy(&input)?;

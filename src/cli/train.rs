@@ -5,9 +5,9 @@ use crate::checkpoint;
 use crate::data::{DataSpec, LoadOptions, Splits};
 use crate::error::{Error, Result};
 use crate::gpu::Context;
+use crate::train::TrainConfig;
 use crate::train::report::{self, EpochRecord};
 use crate::train::session::{EvalResult, Session};
-use crate::train::TrainConfig;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
@@ -94,7 +94,24 @@ impl RunArgs {
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = self.$f.clone() { c.$f = v; } )* };
         }
-        set!(data, epochs, batch, opt, lr, min_lr, weight_decay, momentum, warmup_epochs, label_smoothing, drop_path, img_size, seed, train_limit, test_limit, eval_batch);
+        set!(
+            data,
+            epochs,
+            batch,
+            opt,
+            lr,
+            min_lr,
+            weight_decay,
+            momentum,
+            warmup_epochs,
+            label_smoothing,
+            drop_path,
+            img_size,
+            seed,
+            train_limit,
+            test_limit,
+            eval_batch
+        );
         if self.clip_grad.is_some() {
             c.clip_grad = self.clip_grad;
         }
@@ -171,7 +188,11 @@ pub struct RunSummary {
 }
 
 fn meta(cfg: &TrainConfig, extra: &[(&str, String)]) -> BTreeMap<String, String> {
-    let mut m = BTreeMap::from([("model".to_string(), cfg.model.clone()), ("adapter".to_string(), cfg.adapter.clone()), ("format".to_string(), "pt".to_string())]);
+    let mut m = BTreeMap::from([
+        ("model".to_string(), cfg.model.clone()),
+        ("adapter".to_string(), cfg.adapter.clone()),
+        ("format".to_string(), "pt".to_string()),
+    ]);
     for (k, v) in extra {
         m.insert(k.to_string(), v.clone());
     }
@@ -234,9 +255,7 @@ pub fn run(ctx: &Context, cfg: TrainConfig, dir: Option<&Path>, opts: &RunOption
     let end_epoch = stop_after.map(|n| (start_epoch + n).min(epochs)).unwrap_or(epochs);
     for epoch in start_epoch..end_epoch {
         let pb = if quiet { ProgressBar::hidden() } else { ProgressBar::new(s.steps_per_epoch as u64) };
-        pb.set_style(
-            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}").unwrap().progress_chars("=> "),
-        );
+        pb.set_style(ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}").unwrap().progress_chars("=> "));
         pb.set_prefix(format!("{}/{}", epoch + 1, epochs));
         let t0 = Instant::now();
         let mut done = 0;

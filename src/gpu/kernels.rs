@@ -25,6 +25,8 @@ const SHADERS: &[(&str, &str)] = &[
     ("batchnorm", include_str!("../../shaders/batchnorm.wgsl")),
     ("layernorm2d", include_str!("../../shaders/layernorm2d.wgsl")),
     ("pool", include_str!("../../shaders/pool.wgsl")),
+    ("attention", include_str!("../../shaders/attention.wgsl")),
+    ("gather", include_str!("../../shaders/gather.wgsl")),
 ];
 
 /// All shader file names, for the validation test.

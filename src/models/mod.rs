@@ -1,10 +1,13 @@
 //! Backbones by name: CNNs, vision transformers, MLP mixers. Each family has its own file
-//! and registers its names in [`REGISTRY`]. Parameter names and layouts are exactly those of
+//! and registers its names in [`registry`]. Parameter names and layouts are exactly those of
 //! the PyTorch/timm state dicts they mirror, so `.safetensors` files move both ways.
 
 pub mod convnext;
+pub mod mixer;
 pub mod mobilenetv2;
 pub mod resnet;
+pub mod swin;
+pub mod vit;
 
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Var};
@@ -118,16 +121,13 @@ impl Entry {
 /// All model names, by family file.
 pub fn registry() -> Vec<Entry> {
     let mut v = Vec::new();
-    // Families append their entries here as they land (cnn, vit, swin, mlp).
     v.extend(resnet::entries());
     v.extend(mobilenetv2::entries());
     v.extend(convnext::entries());
-    v.extend(registry_extra());
+    v.extend(vit::entries());
+    v.extend(swin::entries());
+    v.extend(mixer::entries());
     v
-}
-
-fn registry_extra() -> Vec<Entry> {
-    Vec::new()
 }
 
 pub fn names() -> Vec<&'static str> {

@@ -6,9 +6,11 @@
 
 mod conv;
 mod linear;
+pub mod token;
 
 pub use conv::{BatchNorm2d, Conv2d, ConvInit, LayerNorm2d, conv_out, drop_path};
 pub use linear::{LayerNorm, Linear};
+pub use token::{Affine, InitStyle, Mlp, PatchEmbed, SelfAttention};
 
 use crate::error::Result;
 use crate::graph::{DType, Var};

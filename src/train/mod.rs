@@ -2,8 +2,8 @@
 
 pub mod config;
 pub mod objective;
-pub mod session;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod report;
+pub mod session;
 
 pub use config::{AugmentConfig, DistillConfig, TrainConfig};

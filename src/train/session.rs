@@ -9,8 +9,8 @@ use crate::checkpoint::{self, FileTensor, LoadOptions};
 use crate::data::{Augment, BatchSpec, Crop, GpuData, Jitter, Mix, Splits, seed32};
 use crate::error::{Error, Result};
 use crate::gpu::Context;
-use crate::graph::{DType, Graph, Plan, PlanStats, Var};
 use crate::graph::plan::Pending;
+use crate::graph::{DType, Graph, Plan, PlanStats, Var};
 use crate::models::{self, Backbone, ModelConfig};
 use crate::nn::Fwd;
 use crate::optim::{Method, OptimState, Optimizer, Schedule};
@@ -89,26 +89,44 @@ fn augment_of(cfg: &TrainConfig) -> Augment {
         None if a.crop_padding > 0 => Crop::Pad { padding: a.crop_padding },
         None => Crop::Full,
     };
-    let jitter = (a.color_jitter > 0.0).then(|| Jitter { brightness: a.color_jitter, contrast: a.color_jitter, saturation: a.color_jitter, hue: 0.0, p: 1.0 });
+    let jitter = (a.color_jitter > 0.0).then(|| Jitter {
+        brightness: a.color_jitter,
+        contrast: a.color_jitter,
+        saturation: a.color_jitter,
+        hue: 0.0,
+        p: 1.0,
+    });
     Augment { crop, hflip: if a.hflip { 0.5 } else { 0.0 }, jitter, grayscale: 0.0, blur: None }
 }
 
 fn mix_of(cfg: &TrainConfig) -> Option<Mix> {
     let a = &cfg.augment;
-    (a.mixup_alpha > 0.0 || a.cutmix_alpha > 0.0).then(|| Mix { mixup_alpha: a.mixup_alpha, cutmix_alpha: a.cutmix_alpha, ..Mix::timm_default() })
+    (a.mixup_alpha > 0.0 || a.cutmix_alpha > 0.0).then(|| Mix {
+        mixup_alpha: a.mixup_alpha,
+        cutmix_alpha: a.cutmix_alpha,
+        ..Mix::timm_default()
+    })
 }
 
 impl Session {
     /// Build everything for `cfg` on `ctx` from loaded data and, for distillation, the
     /// teacher's tensors (PyTorch names).
-    pub fn new(ctx: &Context, mut cfg: TrainConfig, splits: &Splits, teacher_weights: Option<&BTreeMap<String, FileTensor>>) -> Result<Session> {
+    pub fn new(
+        ctx: &Context,
+        mut cfg: TrainConfig,
+        splits: &Splits,
+        teacher_weights: Option<&BTreeMap<String, FileTensor>>,
+    ) -> Result<Session> {
         cfg.validate()?;
         cfg.adapter = ctx.adapter.to_string();
         let train_ds = if cfg.train_limit > 0 { splits.train.head(cfg.train_limit) } else { splits.train.clone() };
         let test_ds = if cfg.test_limit > 0 { splits.test.head(cfg.test_limit) } else { splits.test.clone() };
         let size = if cfg.img_size == 0 { train_ds.h } else { cfg.img_size };
         if size < train_ds.h {
-            return Err(Error::usage(format!("--img-size {size} is smaller than the data's {} px; resizing down is not supported", train_ds.h)));
+            return Err(Error::usage(format!(
+                "--img-size {size} is smaller than the data's {} px; resizing down is not supported",
+                train_ds.h
+            )));
         }
         let data = DataInfo {
             name: splits.train.name.clone(),
@@ -127,7 +145,8 @@ impl Session {
             Some(d) => Some(models::build(&d.teacher, &mut store, TEACHER, &ModelConfig::new(data.channels, size, data.classes))?),
             None => None,
         };
-        let objective = Objective::new(&mut store, student.as_ref(), teacher.as_deref(), distill.as_ref(), data.classes, cfg.label_smoothing)?;
+        let objective =
+            Objective::new(&mut store, student.as_ref(), teacher.as_deref(), distill.as_ref(), data.classes, cfg.label_smoothing)?;
         let opt_state = OptimState::register(&mut store, "opt")?;
         let train_metrics = store.state("metrics.train", &[2 + objective.term_names().len()], DType::F32, Init::Zeros)?;
         let eval_metrics = store.state("metrics.eval", &[4], DType::F32, Init::Zeros)?;
@@ -163,7 +182,8 @@ impl Session {
             Some(t) => Some(t.forward(&mut g, batch.images, Fwd::eval())?),
             None => None,
         };
-        let Terms { total, named } = objective.loss(&mut g, &out, t_out.as_ref(), batch.labels, batch.soft_targets, Fwd::train(step, seed32(seed)))?;
+        let Terms { total, named } =
+            objective.loss(&mut g, &out, t_out.as_ref(), batch.labels, batch.soft_targets, Fwd::train(step, seed32(seed)))?;
         // Metrics: [total, 1 (step count), term...], summed on the GPU until read.
         let mut row = vec![total, g.fill(&[1], 1.0)?];
         row.extend(named.iter().map(|(_, v)| *v));
@@ -305,7 +325,10 @@ impl Session {
     /// Restore from [`Self::state_bytes`].
     pub fn load_state(&mut self, tensors: &BTreeMap<String, FileTensor>, source: &str) -> Result<()> {
         checkpoint::load_state(&self.store, tensors, source, &|n| !n.starts_with("data."))?;
-        let step = tensors.get("opt.step").map(|t| t.data[0] as usize).ok_or_else(|| Error::file(source, "no 'opt.step' tensor: not a webdistill training state"))?;
+        let step = tensors
+            .get("opt.step")
+            .map(|t| t.data[0] as usize)
+            .ok_or_else(|| Error::file(source, "no 'opt.step' tensor: not a webdistill training state"))?;
         self.step = step;
         Ok(())
     }
