@@ -2,4 +2,6 @@
 //! files) OBoW. Nothing here touches wgpu: everything is graph ops.
 
 pub mod cka;
+pub mod fitnet;
 pub mod losses;
+pub mod ofa;

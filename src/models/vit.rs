@@ -23,8 +23,10 @@ pub struct VitArch {
 
 const EPS: f32 = 1e-6;
 
+/// timm's pre-norm transformer `Block` (`norm1`, `attn.qkv`, `attn.proj`, `norm2`,
+/// `mlp.fc1`, `mlp.fc2`); also the block OFA-KD's token branches stack.
 #[derive(Clone, Debug)]
-struct Block {
+pub struct Block {
     norm1: LayerNorm,
     attn: SelfAttention,
     norm2: LayerNorm,
@@ -33,7 +35,31 @@ struct Block {
 }
 
 impl Block {
-    fn forward(&self, g: &mut Graph, x: Var, f: &Fwd) -> Result<Var> {
+    /// A block of width `dim` with timm's ViT initialisation.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        b: &mut Builder,
+        name: &str,
+        dim: usize,
+        heads: usize,
+        mlp_ratio: f32,
+        qkv_bias: bool,
+        eps: f32,
+        drop_path: f32,
+    ) -> Result<Self> {
+        let mut s = b.sub(name);
+        let hidden = (dim as f32 * mlp_ratio) as usize;
+        Ok(Block {
+            norm1: LayerNorm::new(&mut s, "norm1", dim, eps)?,
+            attn: SelfAttention::new(&mut s, "attn", dim, heads, qkv_bias)?,
+            norm2: LayerNorm::new(&mut s, "norm2", dim, eps)?,
+            mlp: Mlp::new(&mut s, "mlp", dim, hidden, InitStyle::Vit)?,
+            drop_path,
+        })
+    }
+
+    /// x [B, N, dim] -> [B, N, dim].
+    pub fn forward(&self, g: &mut Graph, x: Var, f: &Fwd) -> Result<Var> {
         let h = self.norm1.forward(g, x)?;
         let h = self.attn.forward(g, h, None)?;
         let x = residual(g, x, h, self.drop_path, f)?;
@@ -69,18 +95,10 @@ impl Vit {
         let cls_token = b.param_with("cls_token", &[1, 1, dim], Init::Normal { std: 1e-6 }, false)?;
         let pos_embed = b.param_with("pos_embed", &[1, tokens, dim], Init::TruncNormal { std: 0.02 }, false)?;
         let patch_embed = PatchEmbed::new(&mut b.sub("patch_embed"), "proj", cfg.in_chans, dim, patch, false)?;
-        let hidden = (dim as f32 * mlp_ratio) as usize;
         let rates = drop_path_rates(cfg.drop_path, depth);
         let mut blocks = Vec::with_capacity(depth);
         for (i, &drop_path) in rates.iter().enumerate() {
-            let mut s = b.sub(&format!("blocks.{i}"));
-            blocks.push(Block {
-                norm1: LayerNorm::new(&mut s, "norm1", dim, EPS)?,
-                attn: SelfAttention::new(&mut s, "attn", dim, heads, true)?,
-                norm2: LayerNorm::new(&mut s, "norm2", dim, EPS)?,
-                mlp: Mlp::new(&mut s, "mlp", dim, hidden, InitStyle::Vit)?,
-                drop_path,
-            });
+            blocks.push(Block::new(b, &format!("blocks.{i}"), dim, heads, mlp_ratio, true, EPS, drop_path)?);
         }
         let norm = LayerNorm::new(b, "norm", dim, EPS)?;
         let head = Linear::new_trunc(b, "head", dim, cfg.num_classes, true)?;

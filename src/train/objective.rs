@@ -3,11 +3,11 @@
 //! the objective, registered in the store next to the student (and dropped from its checkpoint).
 
 use super::config::DistillConfig;
-use crate::distill::losses;
+use crate::distill::{fitnet::Hints, losses, ofa::OfaBranches};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Var};
-use crate::models::{Backbone, Output};
-use crate::nn::Fwd;
+use crate::models::{Backbone, Family, Output};
+use crate::nn::{Builder, Fwd};
 use crate::store::Store;
 
 /// The distillation method and its extra modules.
@@ -16,6 +16,8 @@ pub enum Extra {
     Kd,
     Dkd,
     Dist,
+    FitNet(Hints),
+    Ofa(OfaBranches),
 }
 
 pub struct Objective {
@@ -44,7 +46,6 @@ impl Objective {
         classes: usize,
         smoothing: f32,
     ) -> Result<Objective> {
-        let _ = (store, student);
         let method = cfg.map(|c| c.method.as_str()).unwrap_or("none");
         let extra = match (method, teacher) {
             ("none", _) => Extra::None,
@@ -52,11 +53,29 @@ impl Objective {
             ("kd", _) => Extra::Kd,
             ("dkd", _) => Extra::Dkd,
             ("dist", _) => Extra::Dist,
+            ("fitnet", Some(t)) => {
+                if student.family() != Family::Cnn || t.family() != Family::Cnn {
+                    return Err(Error::usage(format!(
+                        "fitnet pairs CNN feature maps only; {} is {:?} and {} is {:?}: use kd, dkd, dist or ofa for heterogeneous pairs",
+                        student.name(),
+                        student.family(),
+                        t.name(),
+                        t.family()
+                    )));
+                }
+                Extra::FitNet(Hints::new(&mut Builder::new(store, &format!("{EXTRA}fitnet")), student, t)?)
+            }
+            ("ofa", Some(t)) => {
+                let stages = cfg.map(|c| c.ofa_stages.clone()).unwrap_or_default();
+                Extra::Ofa(OfaBranches::new(&mut Builder::new(store, &format!("{EXTRA}ofa")), student, t, &stages, classes)?)
+            }
             (m, _) => return Err(Error::usage(format!("unknown method '{m}'; known: {}", DistillConfig::METHODS.join(", ")))),
         };
         let names: Vec<String> = match &extra {
             Extra::None => vec!["gt".into()],
             Extra::Kd | Extra::Dkd | Extra::Dist => vec!["gt".into(), method.into()],
+            Extra::FitNet(_) => vec!["gt".into(), "fitnet".into()],
+            Extra::Ofa(_) => vec!["gt".into(), "kd".into(), "ofa".into()],
         };
         Ok(Objective { cfg: cfg.cloned(), classes, smoothing, extra, names })
     }
@@ -69,7 +88,6 @@ impl Objective {
     /// Build the loss. `labels` are hard labels (the argmax under mixup); `soft` the soft
     /// targets when the data produced them (mixup/cutmix, smoothing).
     pub fn loss(&self, g: &mut Graph, s: &Output, t: Option<&Output>, labels: Var, soft: Option<Var>, f: Fwd) -> Result<Terms> {
-        let _ = f;
         let gt = match soft {
             Some(soft) => g.cross_entropy_soft(s.logits, soft, 0.0)?,
             None => g.cross_entropy(s.logits, labels, self.smoothing)?,
@@ -98,6 +116,30 @@ impl Objective {
             (Extra::Dist, Some(zt)) => {
                 let v = losses::dist(g, s.logits, zt, d.dist_beta, d.dist_gamma, d.temperature)?;
                 add(g, "dist", v, d.kd_weight, &mut named)?;
+            }
+            (Extra::FitNet(h), Some(_)) => {
+                // As OFAKD's FitNet: cross-entropy plus the hint MSE, no logit term.
+                let tf = t.map(|t| t.features.clone()).unwrap_or_default();
+                let v = h.loss(g, &s.features, &tf)?;
+                add(g, "fitnet", v, d.fitnet_weight, &mut named)?;
+            }
+            (Extra::Ofa(b), Some(zt)) => {
+                // OFAKD: loss_kd on the final logits with the last eps, and the branch losses
+                // (each with its stage's eps) summed and weighted by ofa_weight.
+                let oh = g.one_hot(labels, self.classes)?;
+                let slots = b.stages().len() + 1;
+                let v = losses::ofa(g, s.logits, zt, oh, d.eps_for(slots - 1, slots), d.temperature)?;
+                add(g, "kd", v, d.kd_weight, &mut named)?;
+                let mut sum: Option<Var> = None;
+                for (i, zb) in b.forward(g, &s.features, f)?.into_iter().enumerate() {
+                    let v = losses::ofa(g, zb, zt, oh, d.eps_for(i, slots), d.temperature)?;
+                    sum = Some(match sum {
+                        None => v,
+                        Some(p) => g.add(p, v)?,
+                    });
+                }
+                let v = sum.ok_or_else(|| Error::usage("ofa needs at least one branch stage"))?;
+                add(g, "ofa", v, d.ofa_weight, &mut named)?;
             }
             (_, None) => return Err(Error::usage("this method needs the teacher's logits")),
         }
