@@ -80,7 +80,8 @@ pub enum Command {
         student_weights: PathBuf,
         #[arg(long, default_value = "bundled")]
         data: String,
-        #[arg(long, default_value_t = 32)]
+        /// Input side the model was trained at (0: the data's own size).
+        #[arg(long, default_value_t = 0)]
         img_size: usize,
         /// Test images to compare on.
         #[arg(long, default_value_t = 256)]
@@ -97,7 +98,8 @@ pub enum Command {
         weights: PathBuf,
         #[arg(long, default_value = "bundled")]
         data: String,
-        #[arg(long, default_value_t = 32)]
+        /// Input side the model was trained at (0: the data's own size).
+        #[arg(long, default_value_t = 0)]
         img_size: usize,
         #[arg(long, default_value_t = 100)]
         batch: usize,

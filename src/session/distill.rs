@@ -56,7 +56,7 @@ impl DistillSettings {
         TrainConfig {
             model: self.student.clone(),
             data: "bundled".into(),
-            img_size: 32,
+            img_size: 0,
             epochs: self.epochs,
             batch: self.batch,
             opt: "adamw".into(),
