@@ -199,15 +199,15 @@ pub fn main() -> Result<()> {
             let ctx = Context::new()?;
             let r = train::cka(&ctx, &teacher, &teacher_weights, &student, &student_weights, &data, img_size, images, &out)?;
             println!("linear CKA on {} test images ({} stages x {} stages) | adapter: {}", r.images, teacher, student, ctx.adapter);
-            print!("{:>16}", "");
+            print!("{:>18}", "teacher \\ student");
             for c in &r.student_stages {
-                print!("{c:>16}");
+                print!("{c:>10}");
             }
             println!();
             for (i, row) in r.teacher_stages.iter().enumerate() {
-                print!("{row:>16}");
+                print!("{row:>18}");
                 for j in 0..r.student_stages.len() {
-                    print!("{:>16.3}", r.values[i * r.student_stages.len() + j]);
+                    print!("{:>10.3}", r.values[i * r.student_stages.len() + j]);
                 }
                 println!();
             }

@@ -171,7 +171,10 @@ impl Session {
         let mcfg = ModelConfig { drop_path: cfg.drop_path, ..ModelConfig::new(data.channels, size, data.classes) };
         let student = models::build(&cfg.model, &mut store, STUDENT, &mcfg)?;
         let distill = cfg.distill.clone().filter(|d| d.method != "none");
-        let teacher = match &distill {
+        // A teacher is built when distilling, and also for a plain run that names one with its
+        // weights (so the run can be compared with it: CKA, predictions).
+        let want_teacher = cfg.distill.as_ref().filter(|d| !d.teacher.is_empty() && (distill.is_some() || teacher_weights.is_some()));
+        let teacher = match want_teacher {
             Some(d) => Some(models::build(&d.teacher, &mut store, TEACHER, &ModelConfig::new(data.channels, size, data.classes))?),
             None => None,
         };
@@ -366,11 +369,11 @@ impl Session {
         self.store.write_state(&self.eval_counter, &[0.0])?;
         plan.step()?;
         let values = plan.request(&[*m])?.take(&self.ctx).await?.remove(0);
-        let names = |k: usize, what: &str| (1..=k).map(|i| format!("{what} {i}")).collect::<Vec<_>>();
+        let names = |k: usize| (1..=k).map(|i| format!("stage {i}")).collect::<Vec<_>>();
         Ok(CkaResult {
             values,
-            teacher_stages: names(teacher.feature_shapes().len(), teacher.name()),
-            student_stages: names(self.student.feature_shapes().len(), self.student.name()),
+            teacher_stages: names(teacher.feature_shapes().len()),
+            student_stages: names(self.student.feature_shapes().len()),
             images: n,
         })
     }
