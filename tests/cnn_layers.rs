@@ -36,6 +36,14 @@ const CONV_CASES: &[ConvCase] = &[
     ([2, 3, 6, 6], [4, 3, 2, 2], 2, 0, 1, true),
     // wide enough for several channel blocks and pixel workgroups
     ([2, 17, 11, 13], [19, 17, 3, 3], 1, 1, 1, false),
+    // widths that are multiples of 4 with stride 1 (the vec4 weight-gradient kernel): 3x3,
+    // 5x5, grouped, and 1x1 with bias
+    ([2, 5, 6, 8], [9, 5, 3, 3], 1, 1, 1, false),
+    ([1, 3, 5, 8], [4, 3, 5, 5], 1, 2, 1, false),
+    ([2, 6, 5, 4], [6, 2, 3, 3], 1, 1, 3, false),
+    ([2, 4, 3, 8], [6, 4, 1, 1], 1, 0, 1, true),
+    // no padding: the stride-1 input gradient pads dy by K-1
+    ([2, 3, 7, 9], [4, 3, 3, 3], 1, 0, 1, false),
 ];
 
 fn check_conv(c: &Context, what: &'static str) {

@@ -23,8 +23,7 @@ pub enum Command {
     Info,
     /// Measure kernel throughput and dispatch cost on this adapter.
     Bench {
-        /// matmul, conv, dispatch or all
-        /// matmul, dispatch, attention, vit-step or all
+        /// matmul, conv, resnet20-step, dispatch, attention, vit-step or all
         #[arg(default_value = "all")]
         what: String,
         /// Matrix sizes for the matmul benchmark.

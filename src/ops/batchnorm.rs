@@ -4,7 +4,7 @@
 //! Kernels in `shaders/batchnorm.wgsl`.
 
 use crate::error::{Error, Result};
-use crate::graph::lower::grid_for;
+use crate::graph::lower::grid;
 use crate::graph::{Bind, CpuTensor, DType, Graph, Lowering, NodeRef, Op, Params, Var};
 use std::sync::Arc;
 
@@ -207,8 +207,8 @@ impl Op for BnEvalOp {
         let x = Bind::T(n.inputs[0].var);
         let (w, b, k) = if self.affine { (Bind::T(n.inputs[1].var), Bind::T(n.inputs[2].var), 3) } else { (x, x, 1) };
         let binds = [x, w, b, Bind::T(n.outputs[0].var), Bind::T(n.inputs[k].var), Bind::T(n.inputs[k + 1].var)];
-        let len = n.inputs[0].numel();
-        l.dispatch("batchnorm", "bn_eval", bn_params(&n.inputs[0].shape, self.eps, 0.0, self.affine), &binds, grid_for(len, 256));
+        let shape = &n.inputs[0].shape;
+        l.dispatch("batchnorm", "bn_eval", bn_params(shape, self.eps, 0.0, self.affine), &binds, grid(shape[0] * shape[1]));
         Ok(())
     }
     fn cpu(&self, _n: &NodeRef, x: &[&CpuTensor]) -> Result<Vec<CpuTensor>> {

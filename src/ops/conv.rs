@@ -132,8 +132,31 @@ impl ConvGeom {
             .u(rows)
             .u(qh)
             .u(mode)
-            .u(0)
-            .u(0)
+            .u(self.cin_g() * self.kh * self.kw)
+            .u(self.kh * self.kw)
+    }
+
+    /// The convolution whose forward pass is the input gradient of this stride-1 one: dy
+    /// convolved with the flipped, transposed weight and padding K-1-p, as `conv_fwd_win` runs it.
+    fn transposed(&self) -> ConvGeom {
+        let s = &self.spec;
+        ConvGeom {
+            n: self.n,
+            cin: self.cout,
+            h: self.oh,
+            w: self.ow,
+            cout: self.cin,
+            oh: self.h,
+            ow: self.w,
+            kh: self.kh,
+            kw: self.kw,
+            spec: Conv2dSpec { stride: [1, 1], padding: [self.kh - 1 - s.padding[0], self.kw - 1 - s.padding[1]], groups: s.groups },
+        }
+    }
+
+    /// The vec4 weight-gradient kernel applies: stride 1, width kept, W % 4 == 0.
+    fn dw_v4(&self) -> bool {
+        self.spec.stride == [1, 1] && self.ow == self.w && self.w % 4 == 0 && self.kw <= 9
     }
 
     /// Chunks of (n, oh) rows the weight gradient's reduction is split into, so that about
@@ -153,6 +176,35 @@ const TC: usize = 8;
 
 fn tiled(l: &Lowering) -> bool {
     l.profile().matmul == MatmulVariant::Tiled
+}
+
+/// Run `geom` (a forward convolution, or the transposed one of an input gradient) with the
+/// row-window kernel: first the weight into `conv_wt`'s layout (scratch), then the kernel.
+/// `wo`/`wi`/`flip` say where weight (out channel, in channel, tap) is in the stored weight.
+#[allow(clippy::too_many_arguments)]
+fn dispatch_win(l: &mut Lowering, geom: &ConvGeom, x: Var, w: Var, y: Var, bias: Var, flags: usize, wo: usize, wi: usize) {
+    let wt = transpose_weight(l, geom, w, flags & 4, wo, wi);
+    let blocks = geom.ow.div_ceil(TP);
+    let pix = geom.n * geom.oh * blocks;
+    let p = geom.params(flags & 1, blocks, 1, 1, 1, 0);
+    let cb = geom.spec.groups * geom.cout_g().div_ceil(TC);
+    let key = KernelKey::new("conv", "conv_fwd_win").constant("KW", geom.kw as u32).constant("SW", geom.spec.stride[1] as u32);
+    l.dispatch_key(key, p, &[Bind::T(x), wt, Bind::T(y), Bind::T(bias)], [pix.div_ceil(64) as u32, cb as u32, 1]);
+}
+
+/// `conv_wt`: the weight of the GEMM `geom` runs as [groups][cin_g*KH*KW][cout_g padded to 8]
+/// in scratch. Weight (out channel, in channel, tap) is at out * wo + in * wi + tap of each
+/// group's block of the stored weight, taps reversed with `flip` = 4.
+fn transpose_weight(l: &mut Lowering, geom: &ConvGeom, w: Var, flip: usize, wo: usize, wi: usize) -> Bind {
+    let cp8 = geom.cout_g().div_ceil(TC) * TC;
+    let len = geom.spec.groups * geom.cin_g() * geom.kh * geom.kw * cp8;
+    let wt = l.scratch(len, "conv2d weight, transposed");
+    let mut p = geom.params(flip, 0, 1, 1, 1, 0);
+    let n = p.0.len();
+    p.0[n - 2] = wo as u32;
+    p.0[n - 1] = wi as u32;
+    l.dispatch("conv", "conv_wt", p, &[Bind::T(w), Bind::T(w), wt], grid_for(len, 256));
+    wt
 }
 
 /// Threads the weight-gradient reduction should keep busy.
@@ -226,8 +278,8 @@ impl Op for ConvOp {
             let g = [pix.div_ceil(64) as u32, cb as u32, 1];
             // The row-window kernel holds (TP-1)*SW + KW inputs in a 16-entry window.
             if (TP - 1) * geom.spec.stride[1] + geom.kw <= 16 {
-                let key = KernelKey::new("conv", "conv_fwd_win").constant("KW", geom.kw as u32).constant("SW", geom.spec.stride[1] as u32);
-                l.dispatch_key(key, p, &binds, g);
+                let kg = geom.cin_g() * geom.kh * geom.kw;
+                dispatch_win(l, &geom, x, w, y, bias, flags, kg, geom.kh * geom.kw);
             } else {
                 l.dispatch("conv", "conv_fwd_reg", p, &binds, g);
             }
@@ -289,11 +341,19 @@ impl Op for ConvDxOp {
             // conv_tiled declares the bias binding for every mode.
             let binds = [Bind::T(dy), Bind::T(w), Bind::T(dx), Bind::T(dx)];
             l.dispatch("conv", "conv_tiled", p, &binds, [cols.div_ceil(64) as u32, rows.div_ceil(64) as u32, geom.spec.groups as u32]);
+        } else if geom.spec.stride == [1, 1] && geom.kh > geom.spec.padding[0] && geom.kw > geom.spec.padding[1] && TP - 1 + geom.kw <= 16 {
+            // A stride-1 input gradient is a forward convolution of dy with the flipped,
+            // transposed weight: weight (out = ci, in = co, tap) of the stored [Cout, Cin_g, KH, KW].
+            let ksz = geom.kh * geom.kw;
+            dispatch_win(l, &geom.transposed(), dy, w, dx, dx, 4, ksz, geom.cin_g() * ksz);
         } else {
+            // The weight transposed to [groups][(co, ky, kx)][ci padded to 8] (taps not flipped).
+            let ksz = geom.kh * geom.kw;
+            let wt = transpose_weight(l, &geom.transposed(), w, 0, ksz, geom.cin_g() * ksz);
             let p = geom.params(0, blocks, 1, 1, qh, 0);
             let pix = sh * sw * geom.n * qh * blocks;
             let cb = geom.spec.groups * geom.cin_g().div_ceil(TC);
-            l.dispatch("conv", "conv_dx_reg", p, &binds, [pix.div_ceil(64) as u32, cb as u32, 1]);
+            l.dispatch("conv", "conv_dx_reg", p, &[Bind::T(dy), wt, Bind::T(dx)], [pix.div_ceil(64) as u32, cb as u32, 1]);
         }
         Ok(())
     }
@@ -326,9 +386,14 @@ impl Op for ConvDwOp {
         } else if tiled(l) {
             let g = [kg.div_ceil(64) as u32, geom.cout_g().div_ceil(64) as u32, geom.spec.groups as u32];
             ("conv_tiled", g, (g[0] * g[1] * g[2]) as usize * 256)
+        } else if geom.dw_v4() {
+            let lanes = geom.cin_g() * geom.kh;
+            let cb = geom.spec.groups * geom.cout_g().div_ceil(4);
+            ("conv_dw_v4", [lanes.div_ceil(64) as u32, cb as u32, 1], lanes.div_ceil(64) * 64 * cb)
         } else {
             let cb = geom.spec.groups * geom.cout_g().div_ceil(TC);
-            ("conv_dw_reg", [kg.div_ceil(64) as u32, cb as u32, 1], kg.div_ceil(64) * 64 * cb)
+            let kind = if geom.ow % 4 == 0 { "conv_dw_reg4" } else { "conv_dw_reg" };
+            (kind, [kg.div_ceil(64) as u32, cb as u32, 1], kg.div_ceil(64) * 64 * cb)
         };
         let (split, rows) = geom.split(base, target);
         let out = if split > 1 { l.scratch(split * len, "conv2d_dw partial sums") } else { Bind::T(dw) };
@@ -340,7 +405,11 @@ impl Op for ConvDwOp {
         }
         let p = geom.params(0, 0, split, rows, 1, 2);
         // conv_tiled declares the bias binding for every mode: bind the output there.
-        l.dispatch("conv", kind, p, &[Bind::T(x), Bind::T(dy), out, out], wg);
+        let mut key = KernelKey::new("conv", kind);
+        if kind == "conv_dw_v4" {
+            key = key.constant("KW", geom.kw as u32);
+        }
+        l.dispatch_key(key, p, &[Bind::T(x), Bind::T(dy), out, out], wg);
         if split > 1 {
             let p = geom.params(0, 0, split, len, 1, 0);
             l.dispatch("conv", "conv_sum_split", p, &[out, Bind::T(dy), Bind::T(dw)], grid_for(len, 256));
