@@ -182,14 +182,14 @@ fn tiled(l: &Lowering) -> bool {
 /// row-window kernel: first the weight into `conv_wt`'s layout (scratch), then the kernel.
 /// `wo`/`wi`/`flip` say where weight (out channel, in channel, tap) is in the stored weight.
 #[allow(clippy::too_many_arguments)]
-fn dispatch_win(l: &mut Lowering, geom: &ConvGeom, x: Var, w: Var, y: Var, bias: Var, flags: usize, wo: usize, wi: usize) {
+fn dispatch_win(l: &mut Lowering, geom: &ConvGeom, x: Var, w: Var, y: Var, bias: Bind, flags: usize, wo: usize, wi: usize) {
     let wt = transpose_weight(l, geom, w, flags & 4, wo, wi);
     let blocks = geom.ow.div_ceil(TP);
     let pix = geom.n * geom.oh * blocks;
     let p = geom.params(flags & 1, blocks, 1, 1, 1, 0);
     let cb = geom.spec.groups * geom.cout_g().div_ceil(TC);
     let key = KernelKey::new("conv", "conv_fwd_win").constant("KW", geom.kw as u32).constant("SW", geom.spec.stride[1] as u32);
-    l.dispatch_key(key, p, &[Bind::T(x), wt, Bind::T(y), Bind::T(bias)], [pix.div_ceil(64) as u32, cb as u32, 1]);
+    l.dispatch_key(key, p, &[Bind::T(x), wt, Bind::T(y), bias], [pix.div_ceil(64) as u32, cb as u32, 1]);
 }
 
 /// `conv_wt`: the weight of the GEMM `geom` runs as [groups][cin_g*KH*KW][cout_g padded to 8]
@@ -203,7 +203,8 @@ fn transpose_weight(l: &mut Lowering, geom: &ConvGeom, w: Var, flip: usize, wo: 
     let n = p.0.len();
     p.0[n - 2] = wo as u32;
     p.0[n - 1] = wi as u32;
-    l.dispatch("conv", "conv_wt", p, &[Bind::T(w), Bind::T(w), wt], grid_for(len, 256));
+    let unused = l.unused();
+    l.dispatch("conv", "conv_wt", p, &[Bind::T(w), unused, wt], grid_for(len, 256));
     wt
 }
 
@@ -249,8 +250,10 @@ impl Op for ConvOp {
     fn lower(&self, n: &NodeRef, l: &mut Lowering) -> Result<()> {
         let geom = ConvGeom::new(&n.inputs[0].shape, &n.inputs[1].shape, self.spec)?;
         let (x, w, y) = (n.inputs[0].var, n.inputs[1].var, n.outputs[0].var);
-        let bias = if self.bias { n.inputs[2].var } else { y };
-        let binds = [Bind::T(x), Bind::T(w), Bind::T(y), Bind::T(bias)];
+        // Without a bias the kernel ignores binding 4: a placeholder, never another tensor of
+        // the dispatch (WebGPU rejects overlapping writable bindings).
+        let bias = if self.bias { Bind::T(n.inputs[2].var) } else { l.unused() };
+        let binds = [Bind::T(x), Bind::T(w), Bind::T(y), bias];
         if geom.pointwise() && !self.bias {
             // y[n] = W [Cout, Cin] @ x[n] [Cin, H*W]: the tuned matmul, with W broadcast.
             let hw = geom.h * geom.w;
@@ -339,13 +342,14 @@ impl Op for ConvDxOp {
             let (rows, cols) = (geom.n * geom.h * geom.w, geom.cin_g());
             let p = geom.params(0, cols, 1, 1, qh, 1);
             // conv_tiled declares the bias binding for every mode.
-            let binds = [Bind::T(dy), Bind::T(w), Bind::T(dx), Bind::T(dx)];
+            let binds = [Bind::T(dy), Bind::T(w), Bind::T(dx), l.unused()];
             l.dispatch("conv", "conv_tiled", p, &binds, [cols.div_ceil(64) as u32, rows.div_ceil(64) as u32, geom.spec.groups as u32]);
         } else if geom.spec.stride == [1, 1] && geom.kh > geom.spec.padding[0] && geom.kw > geom.spec.padding[1] && TP - 1 + geom.kw <= 16 {
             // A stride-1 input gradient is a forward convolution of dy with the flipped,
             // transposed weight: weight (out = ci, in = co, tap) of the stored [Cout, Cin_g, KH, KW].
             let ksz = geom.kh * geom.kw;
-            dispatch_win(l, &geom.transposed(), dy, w, dx, dx, 4, ksz, geom.cin_g() * ksz);
+            let unused = l.unused();
+            dispatch_win(l, &geom.transposed(), dy, w, dx, unused, 4, ksz, geom.cin_g() * ksz);
         } else {
             // The weight transposed to [groups][(co, ky, kx)][ci padded to 8] (taps not flipped).
             let ksz = geom.kh * geom.kw;
@@ -404,12 +408,13 @@ impl Op for ConvDwOp {
             _ => wg[2] = split as u32,
         }
         let p = geom.params(0, 0, split, rows, 1, 2);
-        // conv_tiled declares the bias binding for every mode: bind the output there.
+        // conv_tiled declares the bias binding for every mode: a placeholder there.
         let mut key = KernelKey::new("conv", kind);
         if kind == "conv_dw_v4" {
             key = key.constant("KW", geom.kw as u32);
         }
-        l.dispatch_key(key, p, &[Bind::T(x), Bind::T(dy), out, out], wg);
+        let unused = l.unused();
+        l.dispatch_key(key, p, &[Bind::T(x), Bind::T(dy), out, unused], wg);
         if split > 1 {
             let p = geom.params(0, 0, split, len, 1, 0);
             l.dispatch("conv", "conv_sum_split", p, &[out, Bind::T(dy), Bind::T(dw)], grid_for(len, 256));
