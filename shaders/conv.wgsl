@@ -540,6 +540,65 @@ fn conv_dw_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     }
 }
 
+// Weight gradient of a 1x1 stride-1 convolution: dw[co, ci] = sum over (n, pixel) of
+// dy[n, co, p] * x[n, ci, p], pixels taken 4 at a time as vec4s (H*W % 4 == 0). One thread
+// per 4 input channels (lanes) x 4 output channels (wid.y), reducing over the pixel quads
+// of chunk wid.z (cp.rows quads per chunk). Bindings: x (1), dy (2), out (3).
+@compute @workgroup_size(64)
+fn conv_dw_pw(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let ib = wid.x * 64u + lid;
+    if (ib * 4u >= cp.cin_g) { return; }
+    let i0 = ib * 4u;
+    let cbs = (cp.cout_g + 3u) / 4u;
+    let g = wid.y / cbs;
+    let j0 = (wid.y % cbs) * 4u;
+    let il = cp.cin_g - 1u;
+    let jl = cp.cout_g - 1u;
+    let hw4 = cp.h * cp.w / 4u;
+    // vec4 offsets of the 4 input and 4 output channel planes of sample 0.
+    let x0 = (g * cp.cin_g + min(i0, il)) * hw4;
+    let x1 = (g * cp.cin_g + min(i0 + 1u, il)) * hw4;
+    let x2 = (g * cp.cin_g + min(i0 + 2u, il)) * hw4;
+    let x3 = (g * cp.cin_g + min(i0 + 3u, il)) * hw4;
+    let d0 = (g * cp.cout_g + min(j0, jl)) * hw4;
+    let d1 = (g * cp.cout_g + min(j0 + 1u, jl)) * hw4;
+    let d2 = (g * cp.cout_g + min(j0 + 2u, jl)) * hw4;
+    let d3 = (g * cp.cout_g + min(j0 + 3u, jl)) * hw4;
+    var acc: array<vec4<f32>, 16>;
+    for (var k = 0u; k < 16u; k = k + 1u) { acc[k] = vec4<f32>(0.0); }
+    let u0 = wid.z * cp.rows;
+    let u1 = min(u0 + cp.rows, cp.n * hw4);
+    var n = u0 / hw4;
+    var q = u0 % hw4;
+    for (var u = u0; u < u1; u = u + 1u) {
+        let xs = n * cp.cin * hw4 + q;
+        let ds = n * cp.cout * hw4 + q;
+        let xa = c1v[xs + x0];
+        let xb = c1v[xs + x1];
+        let xc = c1v[xs + x2];
+        let xd = c1v[xs + x3];
+        let da = c2v[ds + d0];
+        let db = c2v[ds + d1];
+        let dc = c2v[ds + d2];
+        let dd = c2v[ds + d3];
+        acc[0] = acc[0] + da * xa; acc[1] = acc[1] + da * xb; acc[2] = acc[2] + da * xc; acc[3] = acc[3] + da * xd;
+        acc[4] = acc[4] + db * xa; acc[5] = acc[5] + db * xb; acc[6] = acc[6] + db * xc; acc[7] = acc[7] + db * xd;
+        acc[8] = acc[8] + dc * xa; acc[9] = acc[9] + dc * xb; acc[10] = acc[10] + dc * xc; acc[11] = acc[11] + dc * xd;
+        acc[12] = acc[12] + dd * xa; acc[13] = acc[13] + dd * xb; acc[14] = acc[14] + dd * xc; acc[15] = acc[15] + dd * xd;
+        q = q + 1u;
+        if (q == hw4) { q = 0u; n = n + 1u; }
+    }
+    let part = wid.z * cp.cout * cp.cin_g;
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        if (j0 + j > jl) { break; }
+        for (var i = 0u; i < 4u; i = i + 1u) {
+            if (i0 + i > il) { break; }
+            let v = acc[j * 4u + i];
+            out_store(part + (g * cp.cout_g + j0 + j) * cp.cin_g + i0 + i, v.x + v.y + v.z + v.w, 0.0);
+        }
+    }
+}
+
 // out[i] (+)= sum over s of part[s * len + i]; bindings: part (1), out (3). len = cp.rows.
 @compute @workgroup_size(256)
 fn conv_sum_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -42,6 +42,9 @@ const CONV_CASES: &[ConvCase] = &[
     ([1, 3, 5, 8], [4, 3, 5, 5], 1, 2, 1, false),
     ([2, 6, 5, 4], [6, 2, 3, 3], 1, 1, 3, false),
     ([2, 4, 3, 8], [6, 4, 1, 1], 1, 0, 1, true),
+    // 1x1 over 64 pixels: forward and input gradient through the matmul; grouped 1x1
+    ([2, 8, 8, 8], [12, 8, 1, 1], 1, 0, 1, false),
+    ([2, 6, 4, 4], [9, 2, 1, 1], 1, 0, 3, true),
     // no padding: the stride-1 input gradient pads dy by K-1
     ([2, 3, 7, 9], [4, 3, 3, 3], 1, 0, 1, false),
 ];
