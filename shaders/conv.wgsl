@@ -735,6 +735,124 @@ fn dwc_dw(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     out_store(wid.y * len + k, acc.x + acc.y + acc.z + acc.w, 0.0);
 }
 
+// Depthwise, stride 1, width kept (OW == W, pw = (KW-1)/2 <= 4), W % 4 == 0, KW <= 8.
+// dwc_fwd_v4: 8 output pixels of one row per thread; the row window comes from four aligned
+// vec4 loads and the KW weights of a kernel row from two vec4s of the padded copy
+// [C][KH][8] that dwc_wt writes (flipped for the input gradient, which is this kernel run on
+// dy). Grid: (N*C*OH*ceil(OW/8)) / 64.
+@compute @workgroup_size(64)
+fn dwc_fwd_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let total = cp.n * cp.cout * cp.oh * cp.blocks;
+    let pb = wg_linear(wid, nwg) * 64u + lid;
+    if (pb >= total) { return; }
+    let owb = pb % cp.blocks;
+    let t = pb / cp.blocks;
+    let oh = t % cp.oh;
+    let nc = t / cp.oh;
+    let c = nc % cp.cout;
+    let q4 = cp.w / 4u;
+    let q0 = owb * 2u;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    for (var ky = 0u; ky < cp.kh; ky = ky + 1u) {
+        let ih = i32(oh + ky) - i32(cp.ph);
+        let rok = ih >= 0 && ih < i32(cp.h);
+        let r4 = ((nc * cp.h + u32(clamp(ih, 0, i32(cp.h) - 1))) * cp.w) / 4u;
+        let v0 = select(vec4<f32>(0.0), c1v[r4 + max(q0, 1u) - 1u], rok && q0 > 0u);
+        let v1 = select(vec4<f32>(0.0), c1v[r4 + min(q0, q4 - 1u)], rok && q0 < q4);
+        let v2 = select(vec4<f32>(0.0), c1v[r4 + min(q0 + 1u, q4 - 1u)], rok && q0 + 1u < q4);
+        let v3 = select(vec4<f32>(0.0), c1v[r4 + min(q0 + 2u, q4 - 1u)], rok && q0 + 2u < q4);
+        let win = array<f32, 16>(v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w,
+                                 v2.x, v2.y, v2.z, v2.w, v3.x, v3.y, v3.z, v3.w);
+        let wi = (c * cp.kh + ky) * 2u;
+        let wa = c2v[wi];
+        let wb = c2v[wi + 1u];
+        let wr = array<f32, 8>(wa.x, wa.y, wa.z, wa.w, wb.x, wb.y, wb.z, wb.w);
+        for (var kx = 0u; kx < KW; kx = kx + 1u) {
+            // Pixel ow0 + j reads x at ow0 + j + kx - pw: window element 4 + j + kx - pw.
+            let s = 4u + kx - (KW - 1u) / 2u;
+            acc0 = acc0 + wr[kx] * vec4<f32>(win[s], win[s + 1u], win[s + 2u], win[s + 3u]);
+            acc1 = acc1 + wr[kx] * vec4<f32>(win[s + 4u], win[s + 5u], win[s + 6u], win[s + 7u]);
+        }
+    }
+    var b = 0.0;
+    if ((cp.flags & 1u) != 0u) { b = c4[c]; }
+    let base = (nc * cp.oh + oh) * cp.ow + q0 * 4u;
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        out_store(base + j, acc0[j], b);
+    }
+    if (q0 + 1u < q4) {
+        for (var j = 0u; j < 4u; j = j + 1u) { out_store(base + 4u + j, acc1[j], b); }
+    }
+}
+
+// The depthwise weight [C, 1, KH, KW] as dwc_fwd_v4 reads it: [C][KH][8], zero padded, taps
+// flipped (ky -> KH-1-ky, kx -> KW-1-kx) with flags bit 2. Bindings: w (1), out (3).
+@compute @workgroup_size(256)
+fn dwc_wt(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let e = elem_index(wid, nwg, lid);
+    if (e >= cp.cout * cp.kh * 8u) { return; }
+    let kx = e % 8u;
+    let ky = (e / 8u) % cp.kh;
+    let c = e / (8u * cp.kh);
+    var v = 0.0;
+    if (kx < cp.kw) {
+        let flip = (cp.flags & 4u) != 0u;
+        let sy = select(ky, cp.kh - 1u - ky, flip);
+        let sx = select(kx, cp.kw - 1u - kx, flip);
+        v = c1[(c * cp.kh + sy) * cp.kw + sx];
+    }
+    c3[e] = v;
+}
+
+// Depthwise weight gradient, stride 1, width kept, W % 4 == 0: one thread per (c, ky) with
+// all KW taps, reducing over the (n, oh) rows of chunk wid.y with a sliding vec4 window of x.
+// Bindings: x (1), dy (2), out (3). Grid: x = ceil(C*KH / 64), y = split.
+@compute @workgroup_size(64)
+fn dwc_dw_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let li = wid.x * 64u + lid;
+    if (li >= cp.cout * cp.kh) { return; }
+    let c = li / cp.kh;
+    let ky = li % cp.kh;
+    let q4 = cp.w / 4u;
+    var acc: array<vec4<f32>, 9>;
+    for (var k = 0u; k < KW; k = k + 1u) { acc[k] = vec4<f32>(0.0); }
+    let r0 = wid.y * cp.rows;
+    let r1 = min(r0 + cp.rows, cp.n * cp.oh);
+    var n = r0 / cp.oh;
+    var oh = r0 % cp.oh;
+    for (var r = r0; r < r1; r = r + 1u) {
+        let ih = i32(oh + ky) - i32(cp.ph);
+        let rok = ih >= 0 && ih < i32(cp.h);
+        let nc = n * cp.cout + c;
+        let xr = ((nc * cp.h + u32(clamp(ih, 0, i32(cp.h) - 1))) * cp.w) / 4u;
+        let dr = ((nc * cp.oh + oh) * cp.ow) / 4u;
+        var prev = vec4<f32>(0.0);
+        var cur = select(vec4<f32>(0.0), c1v[xr], rok);
+        for (var q = 0u; q < q4; q = q + 1u) {
+            let next = select(vec4<f32>(0.0), c1v[xr + min(q + 1u, q4 - 1u)], rok && q + 1u < q4);
+            let win = array<f32, 12>(prev.x, prev.y, prev.z, prev.w, cur.x, cur.y, cur.z, cur.w,
+                                     next.x, next.y, next.z, next.w);
+            let d = c2v[dr + q];
+            for (var kx = 0u; kx < KW; kx = kx + 1u) {
+                let s = 4u + kx - (KW - 1u) / 2u;
+                acc[kx] = acc[kx] + d * vec4<f32>(win[s], win[s + 1u], win[s + 2u], win[s + 3u]);
+            }
+            prev = cur;
+            cur = next;
+        }
+        oh = oh + 1u;
+        if (oh == cp.oh) { oh = 0u; n = n + 1u; }
+    }
+    let len = cp.cout * cp.kh * KW;
+    for (var kx = 0u; kx < KW; kx = kx + 1u) {
+        let v = acc[kx];
+        out_store(wid.y * len + (c * cp.kh + ky) * KW + kx, v.x + v.y + v.z + v.w, 0.0);
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Shared-memory tiled implicit GEMM for real GPUs (cp.mode: 0 forward, 1 dx, 2 dw).
 // C[m, n] = sum_k A[m, k] B[k, n] per group (wid.z = group, and for dw also the split chunk):

@@ -76,6 +76,20 @@ fn conv2d_tiled_kernels() {
 }
 
 #[test]
+fn depthwise_vec4_kernels() {
+    // Stride 1, width kept, widths of whole vec4s: the vec4 depthwise kernels, with rows of one
+    // and a half 8-pixel blocks, 7x7, and vertical padding other than "same".
+    for (xs, k, pad) in
+        [([2usize, 5, 6, 8], 3usize, [1usize, 1usize]), ([1, 3, 5, 12], 7, [3, 3]), ([2, 4, 5, 4], 3, [0, 1]), ([1, 2, 3, 4], 5, [2, 2])]
+    {
+        let c = xs[1];
+        let spec = Conv2dSpec { stride: [1, 1], padding: pad, groups: c };
+        OpCase::new("depthwise vec4", vec![rand_tensor(&xs, 6), rand_tensor(&[c, 1, k, k], 7), rand_tensor(&[c], 8)])
+            .check(|g, v| g.conv2d(v[0], v[1], Some(v[2]), spec));
+    }
+}
+
+#[test]
 fn conv2d_wide_kernel_fallback() {
     // A 1x15 kernel does not fit the row-window kernel: the plain register kernel runs.
     OpCase::new("conv2d 1x15", vec![rand_tensor(&[1, 2, 3, 20], 4), rand_tensor(&[3, 2, 1, 15], 5)])

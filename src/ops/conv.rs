@@ -167,6 +167,11 @@ impl ConvGeom {
         self.kh == 1 && self.kw == 1 && self.spec.stride == [1, 1] && self.spec.padding == [0, 0]
     }
 
+    /// The vec4 depthwise kernels apply: stride 1, width kept, W % 4 == 0, KW <= 8.
+    fn dwc_v4(&self) -> bool {
+        self.depthwise() && self.dw_v4() && self.kw <= 8
+    }
+
     /// The vec4 weight-gradient kernel applies: stride 1, width kept, W % 4 == 0.
     fn dw_v4(&self) -> bool {
         self.spec.stride == [1, 1] && self.ow == self.w && self.w % 4 == 0 && self.kw <= 9
@@ -218,6 +223,18 @@ fn transpose_weight(l: &mut Lowering, geom: &ConvGeom, w: Var, flip: usize, wo: 
     p.0[n - 1] = wi as u32;
     l.dispatch("conv", "conv_wt", p, &[Bind::T(w), Bind::T(w), wt], grid_for(len, 256));
     wt
+}
+
+/// The vec4 depthwise kernel: the weight padded (flipped with `flip` = 4) to [C][KH][8] in
+/// scratch, then 8 pixels per thread.
+fn dispatch_dwc_v4(l: &mut Lowering, geom: &ConvGeom, x: Var, w: Var, y: Var, bias: Var, flags: usize) {
+    let len = geom.cout * geom.kh * 8;
+    let wt = l.scratch(len, "depthwise weight, padded");
+    l.dispatch("conv", "dwc_wt", geom.params(flags & 4, 0, 1, 1, 1, 0), &[Bind::T(w), Bind::T(w), wt], grid_for(len, 256));
+    let blocks = geom.ow.div_ceil(8);
+    let p = geom.params(flags & 1, blocks, 1, 1, 1, 0);
+    let key = KernelKey::new("conv", "dwc_fwd_v4").constant("KW", geom.kw as u32);
+    l.dispatch_key(key, p, &[Bind::T(x), wt, Bind::T(y), Bind::T(bias)], grid_for(geom.n * geom.cout * geom.oh * blocks, 64));
 }
 
 /// Threads the weight-gradient reduction should keep busy.
@@ -275,7 +292,9 @@ impl Op for ConvOp {
             return MatmulOp { ta: false, tb: false, bias: false }.lower(&mm, l);
         }
         let flags = self.bias as usize;
-        if geom.depthwise() {
+        if geom.dwc_v4() {
+            dispatch_dwc_v4(l, &geom, x, w, y, bias, flags);
+        } else if geom.depthwise() {
             let blocks = geom.ow.div_ceil(TP);
             let p = geom.params(flags, blocks, 1, 1, 1, 0);
             l.dispatch("conv", "dwc_fwd", p, &binds, grid_for(geom.n * geom.cout * geom.oh * blocks, 64));
@@ -345,7 +364,11 @@ impl Op for ConvDxOp {
         // Input pixels grouped by stride phase: qh rows per phase, blocks of TP per row.
         let qh = geom.h.div_ceil(sh);
         let blocks = geom.w.div_ceil(sw).div_ceil(TP);
-        if geom.depthwise() {
+        if geom.dwc_v4() {
+            // A stride-1 depthwise input gradient is the depthwise convolution of dy with the
+            // flipped kernel and padding K-1-p.
+            dispatch_dwc_v4(l, &geom.transposed(), dy, w, dx, dx, 4);
+        } else if geom.depthwise() {
             let p = geom.params(0, blocks, 1, 1, qh, 0);
             l.dispatch("conv", "dwc_dx", p, &binds, grid_for(sh * sw * geom.n * geom.cin * qh * blocks, 64));
         } else if tiled(l) {
@@ -394,7 +417,10 @@ impl Op for ConvDwOp {
         let kg = geom.cin_g() * geom.kh * geom.kw;
         let len = geom.cout * kg;
         let target = dw_target(l);
-        let (kind, groups, base) = if geom.depthwise() {
+        let (kind, groups, base) = if geom.dwc_v4() {
+            let lanes = geom.cout * geom.kh;
+            ("dwc_dw_v4", [lanes.div_ceil(64) as u32, 1, 1], lanes.div_ceil(64) * 64)
+        } else if geom.depthwise() {
             ("dwc_dw", [len.div_ceil(64) as u32, 1, 1], len.div_ceil(64) * 64)
         } else if tiled(l) {
             let g = [kg.div_ceil(64) as u32, geom.cout_g().div_ceil(64) as u32, geom.spec.groups as u32];
@@ -424,14 +450,14 @@ impl Op for ConvDwOp {
         let out = if split > 1 { l.scratch(split * len, "conv2d_dw partial sums") } else { Bind::T(dw) };
         let mut wg = groups;
         match kind {
-            "dwc_dw" => wg[1] = split as u32,
+            "dwc_dw" | "dwc_dw_v4" => wg[1] = split as u32,
             "conv_tiled" => wg[2] *= split as u32,
             _ => wg[2] = split as u32,
         }
         let p = geom.params(0, 0, split, rows, 1, 2);
         // conv_tiled declares the bias binding for every mode: bind the output there.
         let mut key = KernelKey::new("conv", kind);
-        if kind == "conv_dw_v4" {
+        if kind == "conv_dw_v4" || kind == "dwc_dw_v4" {
             key = key.constant("KW", geom.kw as u32);
         }
         l.dispatch_key(key, p, &[Bind::T(x), Bind::T(dy), out, out], wg);
