@@ -540,6 +540,65 @@ fn conv_dw_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     }
 }
 
+// Weight gradient of a 1x1 stride-1 convolution: dw[co, ci] = sum over (n, pixel) of
+// dy[n, co, p] * x[n, ci, p], pixels taken 4 at a time as vec4s (H*W % 4 == 0). One thread
+// per 4 input channels (lanes) x 4 output channels (wid.y), reducing over the pixel quads
+// of chunk wid.z (cp.rows quads per chunk). Bindings: x (1), dy (2), out (3).
+@compute @workgroup_size(64)
+fn conv_dw_pw(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let ib = wid.x * 64u + lid;
+    if (ib * 4u >= cp.cin_g) { return; }
+    let i0 = ib * 4u;
+    let cbs = (cp.cout_g + 3u) / 4u;
+    let g = wid.y / cbs;
+    let j0 = (wid.y % cbs) * 4u;
+    let il = cp.cin_g - 1u;
+    let jl = cp.cout_g - 1u;
+    let hw4 = cp.h * cp.w / 4u;
+    // vec4 offsets of the 4 input and 4 output channel planes of sample 0.
+    let x0 = (g * cp.cin_g + min(i0, il)) * hw4;
+    let x1 = (g * cp.cin_g + min(i0 + 1u, il)) * hw4;
+    let x2 = (g * cp.cin_g + min(i0 + 2u, il)) * hw4;
+    let x3 = (g * cp.cin_g + min(i0 + 3u, il)) * hw4;
+    let d0 = (g * cp.cout_g + min(j0, jl)) * hw4;
+    let d1 = (g * cp.cout_g + min(j0 + 1u, jl)) * hw4;
+    let d2 = (g * cp.cout_g + min(j0 + 2u, jl)) * hw4;
+    let d3 = (g * cp.cout_g + min(j0 + 3u, jl)) * hw4;
+    var acc: array<vec4<f32>, 16>;
+    for (var k = 0u; k < 16u; k = k + 1u) { acc[k] = vec4<f32>(0.0); }
+    let u0 = wid.z * cp.rows;
+    let u1 = min(u0 + cp.rows, cp.n * hw4);
+    var n = u0 / hw4;
+    var q = u0 % hw4;
+    for (var u = u0; u < u1; u = u + 1u) {
+        let xs = n * cp.cin * hw4 + q;
+        let ds = n * cp.cout * hw4 + q;
+        let xa = c1v[xs + x0];
+        let xb = c1v[xs + x1];
+        let xc = c1v[xs + x2];
+        let xd = c1v[xs + x3];
+        let da = c2v[ds + d0];
+        let db = c2v[ds + d1];
+        let dc = c2v[ds + d2];
+        let dd = c2v[ds + d3];
+        acc[0] = acc[0] + da * xa; acc[1] = acc[1] + da * xb; acc[2] = acc[2] + da * xc; acc[3] = acc[3] + da * xd;
+        acc[4] = acc[4] + db * xa; acc[5] = acc[5] + db * xb; acc[6] = acc[6] + db * xc; acc[7] = acc[7] + db * xd;
+        acc[8] = acc[8] + dc * xa; acc[9] = acc[9] + dc * xb; acc[10] = acc[10] + dc * xc; acc[11] = acc[11] + dc * xd;
+        acc[12] = acc[12] + dd * xa; acc[13] = acc[13] + dd * xb; acc[14] = acc[14] + dd * xc; acc[15] = acc[15] + dd * xd;
+        q = q + 1u;
+        if (q == hw4) { q = 0u; n = n + 1u; }
+    }
+    let part = wid.z * cp.cout * cp.cin_g;
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        if (j0 + j > jl) { break; }
+        for (var i = 0u; i < 4u; i = i + 1u) {
+            if (i0 + i > il) { break; }
+            let v = acc[j * 4u + i];
+            out_store(part + (g * cp.cout_g + j0 + j) * cp.cin_g + i0 + i, v.x + v.y + v.z + v.w, 0.0);
+        }
+    }
+}
+
 // out[i] (+)= sum over s of part[s * len + i]; bindings: part (1), out (3). len = cp.rows.
 @compute @workgroup_size(256)
 fn conv_sum_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -674,6 +733,124 @@ fn dwc_dw(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
         if (oh == cp.oh) { oh = 0u; n = n + 1u; }
     }
     out_store(wid.y * len + k, acc.x + acc.y + acc.z + acc.w, 0.0);
+}
+
+// Depthwise, stride 1, width kept (OW == W, pw = (KW-1)/2 <= 4), W % 4 == 0, KW <= 8.
+// dwc_fwd_v4: 8 output pixels of one row per thread; the row window comes from four aligned
+// vec4 loads and the KW weights of a kernel row from two vec4s of the padded copy
+// [C][KH][8] that dwc_wt writes (flipped for the input gradient, which is this kernel run on
+// dy). Grid: (N*C*OH*ceil(OW/8)) / 64.
+@compute @workgroup_size(64)
+fn dwc_fwd_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let total = cp.n * cp.cout * cp.oh * cp.blocks;
+    let pb = wg_linear(wid, nwg) * 64u + lid;
+    if (pb >= total) { return; }
+    let owb = pb % cp.blocks;
+    let t = pb / cp.blocks;
+    let oh = t % cp.oh;
+    let nc = t / cp.oh;
+    let c = nc % cp.cout;
+    let q4 = cp.w / 4u;
+    let q0 = owb * 2u;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    for (var ky = 0u; ky < cp.kh; ky = ky + 1u) {
+        let ih = i32(oh + ky) - i32(cp.ph);
+        let rok = ih >= 0 && ih < i32(cp.h);
+        let r4 = ((nc * cp.h + u32(clamp(ih, 0, i32(cp.h) - 1))) * cp.w) / 4u;
+        let v0 = select(vec4<f32>(0.0), c1v[r4 + max(q0, 1u) - 1u], rok && q0 > 0u);
+        let v1 = select(vec4<f32>(0.0), c1v[r4 + min(q0, q4 - 1u)], rok && q0 < q4);
+        let v2 = select(vec4<f32>(0.0), c1v[r4 + min(q0 + 1u, q4 - 1u)], rok && q0 + 1u < q4);
+        let v3 = select(vec4<f32>(0.0), c1v[r4 + min(q0 + 2u, q4 - 1u)], rok && q0 + 2u < q4);
+        let win = array<f32, 16>(v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w,
+                                 v2.x, v2.y, v2.z, v2.w, v3.x, v3.y, v3.z, v3.w);
+        let wi = (c * cp.kh + ky) * 2u;
+        let wa = c2v[wi];
+        let wb = c2v[wi + 1u];
+        let wr = array<f32, 8>(wa.x, wa.y, wa.z, wa.w, wb.x, wb.y, wb.z, wb.w);
+        for (var kx = 0u; kx < KW; kx = kx + 1u) {
+            // Pixel ow0 + j reads x at ow0 + j + kx - pw: window element 4 + j + kx - pw.
+            let s = 4u + kx - (KW - 1u) / 2u;
+            acc0 = acc0 + wr[kx] * vec4<f32>(win[s], win[s + 1u], win[s + 2u], win[s + 3u]);
+            acc1 = acc1 + wr[kx] * vec4<f32>(win[s + 4u], win[s + 5u], win[s + 6u], win[s + 7u]);
+        }
+    }
+    var b = 0.0;
+    if ((cp.flags & 1u) != 0u) { b = c4[c]; }
+    let base = (nc * cp.oh + oh) * cp.ow + q0 * 4u;
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        out_store(base + j, acc0[j], b);
+    }
+    if (q0 + 1u < q4) {
+        for (var j = 0u; j < 4u; j = j + 1u) { out_store(base + 4u + j, acc1[j], b); }
+    }
+}
+
+// The depthwise weight [C, 1, KH, KW] as dwc_fwd_v4 reads it: [C][KH][8], zero padded, taps
+// flipped (ky -> KH-1-ky, kx -> KW-1-kx) with flags bit 2. Bindings: w (1), out (3).
+@compute @workgroup_size(256)
+fn dwc_wt(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let e = elem_index(wid, nwg, lid);
+    if (e >= cp.cout * cp.kh * 8u) { return; }
+    let kx = e % 8u;
+    let ky = (e / 8u) % cp.kh;
+    let c = e / (8u * cp.kh);
+    var v = 0.0;
+    if (kx < cp.kw) {
+        let flip = (cp.flags & 4u) != 0u;
+        let sy = select(ky, cp.kh - 1u - ky, flip);
+        let sx = select(kx, cp.kw - 1u - kx, flip);
+        v = c1[(c * cp.kh + sy) * cp.kw + sx];
+    }
+    c3[e] = v;
+}
+
+// Depthwise weight gradient, stride 1, width kept, W % 4 == 0: one thread per (c, ky) with
+// all KW taps, reducing over the (n, oh) rows of chunk wid.y with a sliding vec4 window of x.
+// Bindings: x (1), dy (2), out (3). Grid: x = ceil(C*KH / 64), y = split.
+@compute @workgroup_size(64)
+fn dwc_dw_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let li = wid.x * 64u + lid;
+    if (li >= cp.cout * cp.kh) { return; }
+    let c = li / cp.kh;
+    let ky = li % cp.kh;
+    let q4 = cp.w / 4u;
+    var acc: array<vec4<f32>, 9>;
+    for (var k = 0u; k < KW; k = k + 1u) { acc[k] = vec4<f32>(0.0); }
+    let r0 = wid.y * cp.rows;
+    let r1 = min(r0 + cp.rows, cp.n * cp.oh);
+    var n = r0 / cp.oh;
+    var oh = r0 % cp.oh;
+    for (var r = r0; r < r1; r = r + 1u) {
+        let ih = i32(oh + ky) - i32(cp.ph);
+        let rok = ih >= 0 && ih < i32(cp.h);
+        let nc = n * cp.cout + c;
+        let xr = ((nc * cp.h + u32(clamp(ih, 0, i32(cp.h) - 1))) * cp.w) / 4u;
+        let dr = ((nc * cp.oh + oh) * cp.ow) / 4u;
+        var prev = vec4<f32>(0.0);
+        var cur = select(vec4<f32>(0.0), c1v[xr], rok);
+        for (var q = 0u; q < q4; q = q + 1u) {
+            let next = select(vec4<f32>(0.0), c1v[xr + min(q + 1u, q4 - 1u)], rok && q + 1u < q4);
+            let win = array<f32, 12>(prev.x, prev.y, prev.z, prev.w, cur.x, cur.y, cur.z, cur.w,
+                                     next.x, next.y, next.z, next.w);
+            let d = c2v[dr + q];
+            for (var kx = 0u; kx < KW; kx = kx + 1u) {
+                let s = 4u + kx - (KW - 1u) / 2u;
+                acc[kx] = acc[kx] + d * vec4<f32>(win[s], win[s + 1u], win[s + 2u], win[s + 3u]);
+            }
+            prev = cur;
+            cur = next;
+        }
+        oh = oh + 1u;
+        if (oh == cp.oh) { oh = 0u; n = n + 1u; }
+    }
+    let len = cp.cout * cp.kh * KW;
+    for (var kx = 0u; kx < KW; kx = kx + 1u) {
+        let v = acc[kx];
+        out_store(wid.y * len + (c * cp.kh + ky) * KW + kx, v.x + v.y + v.z + v.w, 0.0);
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -93,7 +93,10 @@ pub fn conv_benches() -> Vec<ConvBench> {
         ConvBench { label: "resnet20 layer2 3x3 32->32 16x16", x: [64, 32, 16, 16], w: [32, 32, 3, 3], spec: Conv2dSpec::new(1, 1, 1) },
         ConvBench { label: "downsample 1x1/2 16->32", x: [64, 16, 32, 32], w: [32, 16, 1, 1], spec: Conv2dSpec::new(2, 0, 1) },
         ConvBench { label: "pointwise 1x1 64->128 8x8", x: [64, 64, 8, 8], w: [128, 64, 1, 1], spec: Conv2dSpec::new(1, 0, 1) },
+        ConvBench { label: "pointwise 1x1 96->576 4x4", x: [64, 96, 4, 4], w: [576, 96, 1, 1], spec: Conv2dSpec::new(1, 0, 1) },
+        ConvBench { label: "pointwise 1x1 160->960 2x2", x: [64, 160, 2, 2], w: [960, 160, 1, 1], spec: Conv2dSpec::new(1, 0, 1) },
         ConvBench { label: "depthwise 3x3 96ch 16x16", x: [64, 96, 16, 16], w: [96, 1, 3, 3], spec: Conv2dSpec::new(1, 1, 96) },
+        ConvBench { label: "depthwise 7x7 80ch 8x8", x: [64, 80, 8, 8], w: [80, 1, 7, 7], spec: Conv2dSpec::new(1, 3, 80) },
     ]
 }
 

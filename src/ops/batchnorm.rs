@@ -32,6 +32,14 @@ fn bn_params(shape: &[usize], eps: f32, momentum: f32, affine: bool) -> Params {
     Params::new().u(n).u(c).u(hw).u(m).f(eps).f(momentum).f(unbias).u(affine as usize)
 }
 
+/// Workgroups of the per-channel kernels, and whether the one-thread-per-channel form runs:
+/// channels of at most `serial_row_max` elements (4096 on software adapters, where barriers
+/// are expensive; 256 on GPUs), else a 256-thread workgroup per channel.
+fn bn_grid(l: &Lowering, shape: &[usize]) -> ([u32; 3], bool) {
+    let (n, c, hw) = nchw(shape);
+    if n * hw <= l.profile().serial_row_max { ([c.div_ceil(64) as u32, 1, 1], true) } else { ([c as u32, 1, 1], false) }
+}
+
 /// Per-channel mean and biased variance of an NCHW tensor.
 fn channel_stats(x: &CpuTensor) -> (Vec<f64>, Vec<f64>) {
     let (n, c, hw) = nchw(&x.shape);
@@ -122,8 +130,8 @@ impl Op for BnTrainOp {
             Bind::T(rest[1].var),
             Bind::T(rest[2].var),
         ];
-        let c = n.inputs[0].shape[1];
-        l.dispatch("batchnorm", "bn_train", bn_params(&n.inputs[0].shape, self.eps, self.momentum, self.affine), &binds, [c as u32, 1, 1]);
+        let (p, grid) = (bn_params(&n.inputs[0].shape, self.eps, self.momentum, self.affine), bn_grid(l, &n.inputs[0].shape));
+        l.dispatch("batchnorm", if grid.1 { "bn_train_serial" } else { "bn_train" }, p, &binds, grid.0);
         Ok(())
     }
     fn cpu(&self, _n: &NodeRef, x: &[&CpuTensor]) -> Result<Vec<CpuTensor>> {
@@ -158,8 +166,8 @@ impl Op for BnBackOp {
         let (w, dw, db) =
             if self.affine { (i(4), Bind::T(n.outputs[1].var), Bind::T(n.outputs[2].var)) } else { (l.unused(), l.unused(), l.unused()) };
         let binds = [i(0), i(1), w, dx, i(2), i(3), dw, db];
-        let c = n.inputs[0].shape[1];
-        l.dispatch("batchnorm", "bn_backward", bn_params(&n.inputs[0].shape, 0.0, 0.0, self.affine), &binds, [c as u32, 1, 1]);
+        let (p, grid) = (bn_params(&n.inputs[0].shape, 0.0, 0.0, self.affine), bn_grid(l, &n.inputs[0].shape));
+        l.dispatch("batchnorm", if grid.1 { "bn_backward_serial" } else { "bn_backward" }, p, &binds, grid.0);
         Ok(())
     }
 }
