@@ -4,9 +4,12 @@
 // Hooks for the browser tests (web/test.mjs): window.__status ('loading' | 'ready' |
 // 'nowebgpu' | 'error'), window.__selftest (the self-test report, or { error }),
 // window.__result (set when a training run reaches its step limit), window.__errors,
-// window.__info (what init() said about the adapter).
+// window.__info (what init() said about the adapter), window.__distil (set when a Distil run
+// reaches its step count), window.__try (the last "Try it" predictions).
 // Query parameters: ?steps=N (stop after N steps), ?chunk=K (steps per step() call, fixed),
-// ?matmul=tiled|register (kernel override), #train (open a tab).
+// ?matmul=tiled|register (kernel override), #train (open a tab); for the Distil tab:
+// ?dchunk=K (steps per step() call, fixed), ?eval_ms=T (held-out evaluation every T ms of
+// training; default 4000), ?cka_images=N (test images for CKA; default 128).
 
 import initWasm, * as wd from './pkg/webdistill.js';
 
@@ -71,10 +74,12 @@ function el(tag, attrs = {}, ...children) {
 // ---------------------------------------------------------------- tabs
 
 // Each tab: { id, title, template (id of a <template>), mount(panel, app) }. A tab appears
-// only when it has something real to show. The Distil, OBoW and "Try it" tabs register here
-// once their sessions exist in the library (Session.create('distil', ...) and so on).
+// only when it has something real to show (the OBoW tab registers here once its session
+// exists in the library).
 const TABS = [
   { id: 'overview', title: 'Overview', template: 'tpl-overview', mount: mountOverview },
+  { id: 'distil', title: 'Distil', template: 'tpl-distil', mount: mountDistil },
+  { id: 'try', title: 'Try it', template: 'tpl-try', mount: mountTry },
   { id: 'train', title: 'Train an MLP', template: 'tpl-train', mount: mountTrain },
 ];
 
@@ -392,6 +397,525 @@ function mountTrain(panel) {
   setButtons('idle');
 }
 
+// ---------------------------------------------------------------- the GPU queue and the teacher
+
+/** Run GPU calls one at a time: a session answers one call at a time (a second one while the
+ * first is in flight is rejected), and the Distil and "Try it" tabs share sessions. */
+function makeQueue() {
+  let tail = Promise.resolve();
+  return (f) => {
+    const r = tail.then(f);
+    tail = r.catch(() => {});
+    return r;
+  };
+}
+
+const TEACHER_URL = 'assets/resnet20_fmnist.safetensors';
+
+/** The shipped teacher's safetensors (web/build copies it next to the page), fetched once. */
+function loadTeacher(app) {
+  if (!app.teacher) {
+    app.teacher = fetch(TEACHER_URL).then(async (r) => {
+      if (!r.ok) throw new Error(`the teacher's weights (${TEACHER_URL}) could not be loaded: HTTP ${r.status} (was web/build run?)`);
+      return new Uint8Array(await r.arrayBuffer());
+    });
+  }
+  return app.teacher;
+}
+
+// ---------------------------------------------------------------- distillation
+
+const RUNS = [
+  { key: 'distilled', label: 'distilled', color: '#2563eb' },
+  { key: 'baseline', label: 'labels only', color: '#dc2626' },
+];
+
+function mountDistil(panel, app) {
+  const form = $('#distil-settings', panel);
+  const fixedChunk = query.has('dchunk') ? Math.max(1, parseInt(query.get('dchunk'), 10) || 1) : 0;
+  // Held-out evaluation every this many ms of training (and at the start and the end).
+  const evalEvery = query.has('eval_ms') ? parseFloat(query.get('eval_ms')) : 4000;
+  const ckaImages = query.has('cka_images') ? parseInt(query.get('cka_images'), 10) : 128;
+  const btn = {
+    start: $('#distil-start', panel), stop: $('#distil-stop', panel),
+    resume: $('#distil-resume', panel), reset: $('#distil-reset', panel),
+  };
+  const out = {
+    step: $('#d-step', panel), loss: $('#d-loss', panel), lossBase: $('#d-loss-base', panel),
+    acc: $('#d-acc', panel), accBase: $('#d-acc-base', panel), ips: $('#d-ips', panel),
+    state: $('#distil-state', panel), info: $('#distil-info', panel), cka: $('#cka', panel),
+  };
+  const d = app.distil = { sessions: {}, student: null };
+
+  let running = false;
+  let loop = null;
+  let step = 0;
+  let lossData; // step, distilled total loss, distilled cross-entropy term, labels-only loss
+  let accData; // step, distilled accuracy, labels-only accuracy
+  let plots = {};
+  let speed;
+  let first;
+  let last;
+  let evals;
+
+  function clearData() {
+    lossData = [[], [], [], []];
+    accData = [[], [], []];
+    speed = { steps: 0, seconds: 0, examples: 0, calls: 0 };
+    first = {};
+    last = {};
+    evals = {};
+    for (const k of ['step', 'loss', 'lossBase', 'acc', 'accBase', 'ips']) out[k].textContent = '–';
+    out.cka.hidden = true;
+    $('.cka-maps', out.cka).textContent = '';
+  }
+
+  function settings() {
+    const f = form.elements;
+    const s = {
+      student: f.student.value, method: f.method.value, eps: parseFloat(f.eps.value),
+      batch: parseInt(f.batch.value, 10), lr: parseFloat(f.lr.value),
+      train_limit: parseInt(f.trainLimit.value, 10), test_limit: parseInt(f.testLimit.value, 10),
+    };
+    // The learning-rate schedule (warm-up, cosine decay) spans the steps asked for.
+    s.epochs = Math.max(1, Math.ceil((parseInt(f.steps.value, 10) * s.batch) / s.train_limit));
+    return s;
+  }
+  const maxSteps = () => parseInt(form.elements.steps.value, 10) || 0;
+
+  function setButtons(state) {
+    btn.start.disabled = state !== 'idle';
+    btn.stop.disabled = state !== 'running';
+    btn.resume.disabled = state !== 'paused';
+    btn.reset.disabled = state === 'idle' || state === 'busy';
+    form.querySelectorAll('input, select').forEach((i) => { i.disabled = state !== 'idle'; });
+  }
+
+  function makePlots(withBase) {
+    const mk = (id, yLabel, series, data, y) => {
+      const chart = $(id, panel);
+      chart.textContent = '';
+      const width = Math.max(300, chart.clientWidth || 440);
+      return new uPlot({
+        width, height: 260, scales: { x: { time: false }, y },
+        axes: [{ label: 'step' }, { label: yLabel }],
+        series: [{ label: 'step' }, ...series],
+      }, data, chart);
+    };
+    const line = (label, stroke, extra = {}) => ({ label, stroke, width: 1.5, spanGaps: true, points: { show: false }, ...extra });
+    plots.loss = mk('#distil-loss-chart', 'loss', [
+      line('distilled: total', RUNS[0].color),
+      line('distilled: cross-entropy', RUNS[0].color, { dash: [4, 4] }),
+      line('labels only', RUNS[1].color, { show: withBase }),
+    ], lossData, {});
+    plots.acc = mk('#distil-acc-chart', 'accuracy (%)', [
+      line('distilled', RUNS[0].color, { points: { show: true, size: 5 } }),
+      line('labels only', RUNS[1].color, { show: withBase, points: { show: true, size: 5 } }),
+    ], accData, { range: (u, lo, hi) => [Math.max(0, Math.floor(lo / 10) * 10), Math.min(100, Math.ceil(hi / 10) * 10)] });
+  }
+
+  window.addEventListener('resize', () => {
+    for (const [k, id] of [['loss', '#distil-loss-chart'], ['acc', '#distil-acc-chart']]) {
+      if (plots[k]) plots[k].setSize({ width: Math.max(300, $(id, panel).clientWidth), height: 260 });
+    }
+  });
+
+  const active = () => RUNS.filter((r) => d.sessions[r.key]);
+
+  async function evaluate() {
+    const row = [step, null, null];
+    for (const [i, r] of RUNS.entries()) {
+      const s = d.sessions[r.key];
+      if (!s) continue;
+      const e = await app.gpu(() => s.evaluate());
+      evals[r.key] = e;
+      row[i + 1] = e.accuracy * 100;
+    }
+    const at = accData[0].length - 1;
+    if (at >= 0 && accData[0][at] === step) accData.forEach((col, i) => { col[at] = row[i]; });
+    else accData.forEach((col, i) => col.push(row[i]));
+    out.acc.textContent = evals.distilled ? `${(evals.distilled.accuracy * 100).toFixed(1)}%` : '–';
+    out.accBase.textContent = evals.baseline ? `${(evals.baseline.accuracy * 100).toFixed(1)}%` : '–';
+    plots.acc.setData(accData);
+  }
+
+  async function drawCka() {
+    const maps = $('.cka-maps', out.cka);
+    maps.textContent = '';
+    const result = {};
+    for (const r of active()) {
+      const c = await app.gpu(() => d.sessions[r.key].query('cka', { images: ckaImages }));
+      result[r.key] = c;
+      const canvas = el('canvas', { class: 'cka-canvas', 'data-run': r.key });
+      drawHeatmap(canvas, c);
+      maps.append(el('figure', {}, canvas, el('figcaption', {}, `${d.student}, ${r.label} (${c.images} test images)`)));
+    }
+    out.cka.hidden = false;
+    return result;
+  }
+
+  async function run() {
+    let chunk = fixedChunk || 1;
+    let lastEvalAt = performance.now();
+    const runs = active();
+    while (running) {
+      const limit = maxSteps();
+      let n = Math.min(chunk, Math.max(0, limit - step));
+      if (n <= 0) break;
+      const ms = {};
+      for (const r of runs) ms[r.key] = await app.gpu(() => d.sessions[r.key].step(n));
+      step = ms.distilled.step;
+      const m = ms.distilled;
+      const b = ms.baseline;
+      // The first call compiles the kernels (slow on some browsers): leave it out of the speed.
+      if (first.distilled === undefined) {
+        first = { distilled: m.loss, baseline: b && b.loss, call: n };
+      } else {
+        speed.steps += n;
+        speed.seconds += m.seconds;
+        speed.examples += m.examples;
+        speed.calls += 1;
+      }
+      last = { distilled: m.loss, baseline: b && b.loss };
+      lossData[0].push(step);
+      lossData[1].push(m.loss);
+      lossData[2].push(m.terms && m.terms.gt !== undefined ? m.terms.gt : null);
+      lossData[3].push(b ? b.loss : null);
+      out.step.textContent = String(step);
+      out.loss.textContent = fmt(m.loss);
+      out.lossBase.textContent = b ? fmt(b.loss) : '–';
+      if (speed.seconds > 0) out.ips.textContent = fmt(speed.examples / speed.seconds, 3);
+      const secs = runs.reduce((a, r) => a + ms[r.key].seconds, 0);
+      if (!fixedChunk) {
+        if (secs < 0.15 && n === chunk) chunk = Math.min(200, chunk * 2);
+        else if (secs > 0.5) chunk = Math.max(1, Math.floor(chunk / 2));
+      }
+      plots.loss.setData(lossData);
+      if (performance.now() - lastEvalAt > evalEvery && step < limit) {
+        await evaluate();
+        lastEvalAt = performance.now();
+      }
+      await yieldToBrowser();
+    }
+    running = false;
+    const limit = maxSteps();
+    const finished = step >= limit;
+    out.state.textContent = 'Evaluating…';
+    await evaluate();
+    let cka = null;
+    if (finished) {
+      out.state.textContent = 'Measuring CKA…';
+      cka = await drawCka();
+    }
+    out.state.textContent = finished ? `Finished ${step} steps.` : `Stopped at step ${step}.`;
+    setButtons(finished ? 'finished' : 'paused');
+    if (finished) {
+      window.__distil = {
+        ok: true,
+        adapter: $('#adapter').textContent,
+        settings: settings(),
+        steps: step,
+        first_loss: first.distilled,
+        last_loss: last.distilled,
+        first_loss_baseline: first.baseline,
+        last_loss_baseline: last.baseline,
+        accuracy: evals.distilled.accuracy,
+        accuracy_baseline: evals.baseline ? evals.baseline.accuracy : null,
+        steps_per_sec: speed.steps / speed.seconds,
+        images_per_sec: speed.examples / speed.seconds,
+        timed_steps: speed.steps,
+        chunk: fixedChunk || 'adaptive',
+        cka,
+      };
+    }
+  }
+
+  function startLoop() {
+    running = true;
+    setButtons('running');
+    out.state.textContent = 'Training…';
+    loop = run().catch((e) => {
+      running = false;
+      showError(e, 'Distillation stopped');
+      out.state.textContent = 'Stopped by an error.';
+      setButtons(d.sessions.distilled ? 'paused' : 'idle');
+      window.__distil = { ok: false, error: describeError(e) };
+    });
+  }
+
+  async function freeSessions() {
+    await app.gpu(() => {
+      for (const r of RUNS) {
+        if (d.sessions[r.key]) d.sessions[r.key].free();
+      }
+    });
+    d.sessions = {};
+    d.student = null;
+  }
+
+  btn.start.addEventListener('click', async () => {
+    setButtons('busy');
+    clearData();
+    step = 0;
+    const cfg = settings();
+    try {
+      out.state.textContent = 'Loading the teacher…';
+      const teacher = await loadTeacher(app);
+      out.state.textContent = 'Building the sessions (compiling the plans)…';
+      await freeSessions();
+      if (app.releaseTry) await app.releaseTry();
+      const build = (method) => app.gpu(() => wd.Session.create('distill', { ...cfg, method }, { teacher }));
+      d.sessions.distilled = await build(cfg.method);
+      // The labels-only companion: the same student, data and order, without the teacher.
+      if (cfg.method !== 'none') d.sessions.baseline = await build('none');
+      d.student = cfg.student;
+      const info = d.sessions.distilled.describe();
+      out.info.textContent = `${info.student} (${info.params.toLocaleString('en-US')} parameters) learns from ${info.teacher} with ` +
+        `'${cfg.method}' (loss terms: ${info.terms.join(', ')}); ${info.dispatches_per_step} GPU dispatches per step; ` +
+        `${info.train_images} training and ${info.test_images} test images; ${$('#adapter').textContent}.`;
+      makePlots(!!d.sessions.baseline);
+      out.state.textContent = 'Evaluating the untrained students…';
+      await evaluate(); // accuracy before training: the curves' first points
+    } catch (e) {
+      await freeSessions().catch(() => {});
+      showError(e, 'Could not build the distillation');
+      out.state.textContent = 'Could not build the sessions.';
+      setButtons('idle');
+      return;
+    }
+    startLoop();
+  });
+
+  btn.stop.addEventListener('click', () => {
+    running = false;
+    btn.stop.disabled = true;
+    out.state.textContent = 'Stopping…';
+  });
+
+  btn.resume.addEventListener('click', () => startLoop());
+
+  btn.reset.addEventListener('click', async () => {
+    running = false;
+    setButtons('busy');
+    if (loop) await loop;
+    await freeSessions();
+    clearData();
+    plots = {};
+    $('#distil-loss-chart', panel).textContent = '';
+    $('#distil-acc-chart', panel).textContent = '';
+    out.info.textContent = '';
+    out.state.textContent = 'Ready.';
+    window.__distil = undefined;
+    setButtons('idle');
+  });
+
+  clearData();
+  setButtons('busy');
+  loadTeacher(app).then(() => {
+    out.state.textContent = 'Ready.';
+    setButtons('idle');
+  }, (e) => {
+    showError(e, 'Distil');
+    out.state.textContent = 'The teacher could not be loaded.';
+  });
+}
+
+/** A CKA matrix ({ rows, cols, values } row-major) as a heatmap with its numbers. */
+function drawHeatmap(canvas, c) {
+  const nr = c.rows.length;
+  const nc = c.cols.length;
+  const cell = Math.max(34, Math.min(64, Math.floor(360 / Math.max(nr, nc))));
+  const left = 70;
+  const top = 22;
+  const dpr = window.devicePixelRatio || 1;
+  const w = left + nc * cell + 4;
+  const h = top + nr * cell + 40;
+  canvas.width = w * dpr;
+  canvas.height = h * dpr;
+  canvas.style.width = `${w}px`;
+  canvas.style.height = `${h}px`;
+  const g = canvas.getContext('2d');
+  g.scale(dpr, dpr);
+  g.fillStyle = '#fff';
+  g.fillRect(0, 0, w, h);
+  g.font = '11px system-ui, sans-serif';
+  // From dark blue (0) through teal to yellow (1), like viridis.
+  const stops = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+  const color = (v) => {
+    const x = Math.min(1, Math.max(0, Number.isFinite(v) ? v : 0)) * (stops.length - 1);
+    const i = Math.min(stops.length - 2, Math.floor(x));
+    const t = x - i;
+    const [r, gg, b] = stops[i].map((a, k) => Math.round(a + t * (stops[i + 1][k] - a)));
+    return `rgb(${r},${gg},${b})`;
+  };
+  for (let i = 0; i < nr; i++) {
+    for (let j = 0; j < nc; j++) {
+      const v = c.values[i * nc + j];
+      g.fillStyle = color(v);
+      g.fillRect(left + j * cell, top + i * cell, cell - 1, cell - 1);
+      g.fillStyle = v > 0.6 ? '#111' : '#fff';
+      g.textAlign = 'center';
+      g.textBaseline = 'middle';
+      g.fillText(Number.isFinite(v) ? v.toFixed(2) : '–', left + j * cell + cell / 2, top + i * cell + cell / 2);
+    }
+  }
+  g.fillStyle = '#4b5563';
+  g.textAlign = 'right';
+  g.textBaseline = 'middle';
+  c.rows.forEach((name, i) => g.fillText(`T ${name}`, left - 6, top + i * cell + cell / 2));
+  g.textAlign = 'center';
+  g.textBaseline = 'top';
+  c.cols.forEach((name, j) => g.fillText(name.replace('stage ', 'S '), left + j * cell + cell / 2, top + nr * cell + 4));
+  g.fillText('student stages', left + (nc * cell) / 2, top + nr * cell + 20);
+  g.textAlign = 'left';
+  g.textBaseline = 'bottom';
+  g.fillText('teacher stages \u2193', 2, top - 4);
+}
+
+// ---------------------------------------------------------------- try it
+
+function mountTry(panel, app) {
+  const canvas = $('#try-canvas', panel);
+  const g = canvas.getContext('2d', { willReadFrequently: true });
+  const state = $('#try-state', panel);
+  let fallback = null; // an untrained student with the teacher, until the Distil tab trains one
+  let fallbackStudent = null;
+  let classes = null;
+
+  const clear = () => {
+    g.fillStyle = '#000';
+    g.fillRect(0, 0, canvas.width, canvas.height);
+  };
+  clear();
+
+  app.releaseTry = async () => {
+    if (fallback) {
+      const f = fallback;
+      fallback = null;
+      await app.gpu(() => f.free());
+    }
+  };
+
+  async function session() {
+    const d = app.distil;
+    if (d && d.sessions.distilled) return { s: d.sessions.distilled, name: `${d.student} (trained in the Distil tab)` };
+    const student = $('#distil-settings select[name=student]').value;
+    if (!fallback || fallbackStudent !== student) {
+      await app.releaseTry();
+      state.textContent = 'Building the models…';
+      const teacher = await loadTeacher(app);
+      fallback = await app.gpu(() => wd.Session.create('distill', { student, method: 'none', train_limit: 64, test_limit: 64 }, { teacher }));
+      fallbackStudent = student;
+    }
+    return { s: fallback, name: `${student} (untrained: train it in the Distil tab)` };
+  }
+
+  function bars(box, probs, label) {
+    box.textContent = '';
+    const top = probs.indexOf(Math.max(...probs));
+    probs.forEach((p, i) => {
+      const fill = el('div', { class: 'fill', style: `width: ${(p * 100).toFixed(1)}%` });
+      const name = classes[i] + (i === label ? ' \u2713' : '');
+      box.append(el('div', { class: `bar${i === top ? ' top' : ''}`, 'data-class': classes[i] },
+        el('span', {}, name), el('div', {}, fill), el('span', { class: 'num' }, `${(p * 100).toFixed(1)}%`)));
+    });
+    return classes[top];
+  }
+
+  async function predict(args, label) {
+    try {
+      const { s, name } = await session();
+      if (!classes) classes = await app.gpu(() => s.query('classes', {}));
+      state.textContent = 'Asking the models…';
+      const p = await app.gpu(() => s.query('predict', args));
+      $('#try-student-name', panel).textContent = name;
+      const teacher = p.teacher ? bars($('#try-teacher', panel), p.teacher, label) : null;
+      const student = bars($('#try-student', panel), p.student, label);
+      state.textContent = `Teacher: ${teacher || '–'}; student: ${student}.` + (label !== undefined ? ` (It is a ${classes[label]}.)` : '');
+      window.__try = { teacher: p.teacher, student: p.student, teacher_class: teacher, student_class: student, label, classes };
+    } catch (e) {
+      showError(e, 'Try it');
+      state.textContent = 'Could not predict.';
+    }
+  }
+
+  async function show(index) {
+    try {
+      const { s } = await session();
+      const smp = await app.gpu(() => s.query('sample', { index }));
+      const n = smp.size;
+      const small = new ImageData(n, n);
+      smp.pixels.forEach((v, i) => {
+        const b = Math.round(v * 255);
+        small.data.set([b, b, b, 255], i * 4);
+      });
+      const tmp = el('canvas', { width: n, height: n });
+      tmp.getContext('2d').putImageData(small, 0, 0);
+      g.imageSmoothingEnabled = false;
+      g.drawImage(tmp, 0, 0, canvas.width, canvas.height);
+      await predict({ index }, smp.label);
+    } catch (e) {
+      showError(e, 'Try it');
+    }
+  }
+
+  /** The drawing as 28x28 grey values in [0, 1] (the mean of each 10x10 block). */
+  function pixels(n = 28) {
+    const img = g.getImageData(0, 0, canvas.width, canvas.height).data;
+    const k = canvas.width / n;
+    const out = new Array(n * n).fill(0);
+    for (let y = 0; y < canvas.height; y++) {
+      for (let x = 0; x < canvas.width; x++) out[Math.floor(y / k) * n + Math.floor(x / k)] += img[(y * canvas.width + x) * 4];
+    }
+    return out.map((v) => v / (k * k * 255));
+  }
+
+  let drawing = false;
+  const pos = (ev) => {
+    const r = canvas.getBoundingClientRect();
+    return [(ev.clientX - r.left) * (canvas.width / r.width), (ev.clientY - r.top) * (canvas.height / r.height)];
+  };
+  canvas.addEventListener('pointerdown', (ev) => {
+    drawing = true;
+    canvas.setPointerCapture && canvas.setPointerCapture(ev.pointerId);
+    const [x, y] = pos(ev);
+    g.strokeStyle = '#fff';
+    g.lineWidth = 24;
+    g.lineCap = 'round';
+    g.lineJoin = 'round';
+    g.beginPath();
+    g.moveTo(x, y);
+    g.lineTo(x + 0.1, y);
+    g.stroke();
+  });
+  canvas.addEventListener('pointermove', (ev) => {
+    if (!drawing) return;
+    const [x, y] = pos(ev);
+    g.lineTo(x, y);
+    g.stroke();
+  });
+  const end = () => {
+    if (!drawing) return;
+    drawing = false;
+    predict({ pixels: pixels() });
+  };
+  canvas.addEventListener('pointerup', end);
+  canvas.addEventListener('pointerleave', end);
+
+  $('#try-clear', panel).addEventListener('click', () => {
+    clear();
+    $('#try-teacher', panel).textContent = '';
+    $('#try-student', panel).textContent = '';
+    state.textContent = '\u00a0';
+  });
+  $('#try-pick', panel).addEventListener('click', () => show(parseInt($('#try-index', panel).value, 10) || 0));
+  $('#try-sample', panel).addEventListener('click', () => {
+    const i = Math.floor(Math.random() * 1000);
+    $('#try-index', panel).value = String(i);
+    show(i);
+  });
+}
+
 // ---------------------------------------------------------------- start
 
 function initOptions() {
@@ -407,7 +931,7 @@ async function main() {
     return;
   }
   $('#version').textContent = wd.version();
-  const app = {};
+  const app = { gpu: makeQueue() };
   try {
     app.info = await wd.init(initOptions());
     window.__info = app.info;

@@ -1,7 +1,8 @@
 // Browser tests of the demo page, headless, in the browsers installed from apt (no browser
 // download): Chromium with the SwiftShader WebGPU adapter and Firefox ESR with lavapipe.
 // Run by web/test, which builds the page and the native reference first:
-//   node web/test.mjs --native-selftest FILE --native-bench FILE [--browsers chromium,firefox] [--steps N] [--chunk K]
+//   node web/test.mjs --native-selftest FILE --native-bench FILE [--native-distil FILE] [--browsers chromium,firefox]
+//     [--steps N] [--chunk K] [--distil JSON (the Distil tab's form values)] [--dchunk K]
 // Screenshots go to target/web-artifacts/. Ends with the line "N passed, N failed".
 
 import puppeteer from 'puppeteer-core';
@@ -24,6 +25,7 @@ const arg = (name, dflt) => {
 const browsersWanted = arg('browsers', 'chromium,firefox').split(',');
 const nativeSelftest = JSON.parse(fs.readFileSync(arg('native-selftest'), 'utf8'));
 const nativeBench = JSON.parse(fs.readFileSync(arg('native-bench'), 'utf8'));
+const nativeDistil = arg('native-distil') ? JSON.parse(fs.readFileSync(arg('native-distil'), 'utf8')) : null;
 
 // The self-test runs on different adapters (SwiftShader or lavapipe behind the browser's
 // WebGPU, lavapipe natively) with different kernels (browsers may pick the tiled matmul):
@@ -35,6 +37,12 @@ const RTOL = 1e-4;
 const TIMED = parseInt(arg('steps', '40'), 10);
 const STEPS = TIMED + 1;
 const CHUNK = parseInt(arg('chunk', '5'), 10);
+
+// The tiny distillation run through the Distil tab (software adapters are slow: a few steps,
+// a tiny batch, small train/test sets). web/test times the same settings natively.
+const DISTIL = JSON.parse(arg('distil', '{}'));
+const DCHUNK = parseInt(arg('dchunk', '2'), 10);
+const CKA_IMAGES = 16;
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/lib/chromium/chromium';
 const FIREFOX = process.env.FIREFOX || '/usr/bin/firefox-esr';
@@ -270,6 +278,98 @@ async function browserTests(kind, base) {
       assert.deepEqual(await page.evaluate(() => window.__errors), []);
     });
 
+    await test(`${kind}: a tiny distillation through the Distil tab lowers the loss and shows its results and the CKA heatmap`, async () => {
+      const p3 = await open(browser, `${base}/?dchunk=${DCHUNK}&eval_ms=1e9&cka_images=${CKA_IMAGES}#distil`, logs);
+      try {
+        await waitFor(p3, () => window.__status === 'ready', 120_000);
+        await waitFor(p3, () => document.getElementById('distil-state').textContent === 'Ready.', 60_000);
+        await p3.evaluate((cfg) => {
+          const f = document.getElementById('distil-settings').elements;
+          for (const [k, v] of Object.entries(cfg)) f[k].value = String(v);
+          window.__maxGap = 0;
+          let last = performance.now();
+          setInterval(() => {
+            const t = performance.now();
+            window.__maxGap = Math.max(window.__maxGap, t - last);
+            last = t;
+          }, 10);
+        }, DISTIL);
+        await p3.click('#distil-start');
+        await waitFor(p3, () => window.__distil !== undefined, 300_000);
+        const r = await p3.evaluate(() => window.__distil);
+        const maxGap = await p3.evaluate(() => window.__maxGap);
+        assert.ok(r.ok, `distillation failed: ${r.error}`);
+        assert.equal(r.steps, DISTIL.steps);
+        assert.ok(r.last_loss < r.first_loss, `distilled loss ${r.first_loss} -> ${r.last_loss}`);
+        assert.ok(r.last_loss_baseline < r.first_loss_baseline, `labels-only loss ${r.first_loss_baseline} -> ${r.last_loss_baseline}`);
+        for (const k of ['accuracy', 'accuracy_baseline']) assert.ok(r[k] >= 0 && r[k] <= 1, `${k} ${r[k]}`);
+        const shown = await p3.evaluate(() => Object.fromEntries(['d-step', 'd-loss', 'd-loss-base', 'd-acc', 'd-acc-base', 'd-ips']
+          .map((id) => [id, document.getElementById(id).textContent])));
+        assert.equal(number(shown['d-step']), DISTIL.steps, `step shown: ${shown['d-step']}`);
+        for (const id of ['d-loss', 'd-loss-base', 'd-acc', 'd-acc-base', 'd-ips']) {
+          assert.ok(Number.isFinite(number(shown[id])) && number(shown[id]) >= 0, `${id} shows '${shown[id]}'`);
+        }
+        assert.equal(await p3.$eval('#distil-state', (e) => e.textContent), `Finished ${DISTIL.steps} steps.`);
+        assert.ok(await p3.$('#distil-loss-chart canvas') && await p3.$('#distil-acc-chart canvas'), 'no charts');
+        // The CKA heatmaps (distilled and labels-only): one canvas each, every value in [0, 1].
+        assert.equal(await p3.$eval('#cka', (e) => e.hidden), false, 'no CKA heatmap');
+        const maps = await p3.$$eval('#cka canvas', (cs) => cs.map((c) => ({ run: c.dataset.run, w: c.width, h: c.height })));
+        assert.deepEqual(maps.map((m) => m.run), ['distilled', 'baseline']);
+        for (const m of maps) assert.ok(m.w > 50 && m.h > 50, `heatmap canvas ${m.w}x${m.h}`);
+        for (const c of Object.values(r.cka)) {
+          assert.equal(c.values.length, c.rows.length * c.cols.length);
+          assert.ok(c.rows.length >= 2 && c.cols.length >= 2, `CKA ${c.rows.length}x${c.cols.length}`);
+          for (const v of c.values) assert.ok(v >= -1e-3 && v <= 1 + 1e-3, `CKA value ${v}`);
+        }
+        const errors = await p3.evaluate(() => window.__errors);
+        assert.deepEqual(errors, [], 'errors shown on the page');
+        measured[`${kind}_distil`] = { ...r, max_main_thread_gap_ms: maxGap };
+        const f = (x) => x.toFixed(4);
+        console.log(`     ${r.settings.student} <- resnet20 (${r.settings.method}), batch ${r.settings.batch}, ${r.steps} steps: loss ` +
+          `${f(r.first_loss)} -> ${f(r.last_loss)} (labels only ${f(r.first_loss_baseline)} -> ${f(r.last_loss_baseline)}), accuracy ` +
+          `${(r.accuracy * 100).toFixed(1)}% vs ${(r.accuracy_baseline * 100).toFixed(1)}%; ${r.steps_per_sec.toFixed(2)} steps/s ` +
+          `(${Math.round(r.images_per_sec)} images/s) in the distilled run's step(${DCHUNK}) calls; CKA ` +
+          `${r.cka.distilled.rows.length}x${r.cka.distilled.cols.length}; longest main-thread gap ${Math.round(maxGap)} ms`);
+        await p3.screenshot({ path: path.join(artifacts, `${kind}-distil.png`), fullPage: true });
+
+        // Try it: a test image, then a drawing, through the trained student and the teacher.
+        await p3.click('#tab-try');
+        const checkTry = async (what) => {
+          await waitFor(p3, () => window.__try !== undefined, 120_000);
+          const t = await p3.evaluate(() => window.__try);
+          for (const who of ['teacher', 'student']) {
+            assert.equal(t[who].length, 10, `${what}: ${who} probabilities`);
+            const sum = t[who].reduce((a, b) => a + b, 0);
+            assert.ok(Math.abs(sum - 1) < 1e-3, `${what}: ${who} probabilities sum to ${sum}`);
+            assert.ok(t.classes.includes(t[`${who}_class`]), `${what}: ${who} class ${t[`${who}_class`]}`);
+          }
+          const bars = await p3.$$eval('#try-teacher .bar, #try-student .bar', (bs) => bs.map((b) => b.dataset.class));
+          assert.equal(bars.length, 20, `${what}: bars shown`);
+          assert.ok(bars.includes('Ankle boot') && bars.includes('T-shirt/top'), `${what}: class names shown: ${bars.join(', ')}`);
+          return t;
+        };
+        await p3.$eval('#try-index', (e) => { e.value = '0'; });
+        await p3.click('#try-pick');
+        const t0 = await checkTry('test image 0');
+        console.log(`     Try it, test image 0 (a ${t0.classes[t0.label]}): teacher says ${t0.teacher_class}, student ${t0.student_class}`);
+        await p3.evaluate(() => { window.__try = undefined; });
+        await p3.click('#try-clear');
+        const box = await (await p3.$('#try-canvas')).boundingBox();
+        const at = (fx, fy) => [box.x + fx * box.width, box.y + fy * box.height];
+        await p3.mouse.move(...at(0.3, 0.2));
+        await p3.mouse.down();
+        for (const [fx, fy] of [[0.7, 0.2], [0.7, 0.8], [0.3, 0.8], [0.3, 0.2]]) await p3.mouse.move(...at(fx, fy), { steps: 5 });
+        await p3.mouse.up();
+        const t1 = await checkTry('a drawing');
+        console.log(`     Try it, a drawn square: teacher says ${t1.teacher_class}, student ${t1.student_class}`);
+        assert.notDeepEqual(t1.teacher, t0.teacher, 'the drawing got the same prediction as the test image');
+        assert.deepEqual(await p3.evaluate(() => window.__errors), [], 'errors shown on the page');
+        await p3.screenshot({ path: path.join(artifacts, `${kind}-try.png`), fullPage: true });
+      } finally {
+        await p3.close();
+      }
+    });
+
     await test(`${kind}: library errors reach the page as readable messages`, async () => {
       const e = await page.evaluate(async () => {
         const wd = await import('./pkg/webdistill.js');
@@ -365,7 +465,21 @@ for (const kind of browsersWanted) {
   console.log(`  ${kind.padEnd(10)}  ${r.steps_per_sec.toFixed(2).padStart(9)} steps/s  ${Math.round(r.images_per_sec).toString().padStart(8)} images/s  ` +
     `(the page's own adaptive step() calls, ${r.steps - 1} steps, up to step(${r.loop.chunk}); wall-clock ${r.wall_steps_per_sec.toFixed(2)} steps/s)`);
 }
-fs.writeFileSync(path.join(artifacts, 'measurements.json'), JSON.stringify({ native: nativeBench, ...measured }, null, 2) + '\n');
+if (nativeDistil) {
+  const d = DISTIL;
+  console.log(`\nsteps/s of the tiny distillation (${d.student} <- resnet20, ${d.method}, batch ${d.batch}, ${d.trainLimit} training images; ` +
+    `the distilled session's step(${DCHUNK}) calls after the first):`);
+  const nd = nativeDistil.steps_per_sec;
+  console.log(`  native      ${nd.toFixed(2).padStart(9)} steps/s  ${Math.round(nativeDistil.images_per_sec).toString().padStart(8)} images/s  (${nativeDistil.adapter})`);
+  for (const kind of browsersWanted) {
+    const r = measured[`${kind}_distil`];
+    if (!r) continue;
+    console.log(`  ${kind.padEnd(10)}  ${r.steps_per_sec.toFixed(2).padStart(9)} steps/s  ${Math.round(r.images_per_sec).toString().padStart(8)} images/s  ` +
+      `(native / ${kind} = ${(nd / r.steps_per_sec).toFixed(1)}x)`);
+  }
+}
+fs.writeFileSync(path.join(artifacts, 'measurements.json'),
+  JSON.stringify({ native: nativeBench, native_distil: nativeDistil, ...measured }, null, 2) + '\n');
 console.log(`screenshots and logs: ${path.relative(process.cwd(), artifacts) || artifacts}/`);
 
 const passed = results.filter((r) => r[1]).length;

@@ -31,21 +31,27 @@ pub enum Command {
         sizes: Vec<usize>,
     },
     /// Run the fixed self-test plan (the browser tests compare the page's results with it), or
-    /// with --bench time the demo page's MLP training session on this adapter.
+    /// with --bench time one of the demo page's training sessions on this adapter.
     Selftest {
         /// Print machine-readable JSON.
         #[arg(long)]
         json: bool,
-        /// Time the MLP training session instead (steps/s, images/s).
+        /// Time a training session instead (steps/s, images/s).
         #[arg(long)]
         bench: bool,
+        /// The session kind --bench times (mlp, distill).
+        #[arg(long, default_value = "mlp")]
+        kind: String,
+        /// Files the session gets as assets, as NAME=PATH (e.g. teacher=resnet20.safetensors).
+        #[arg(long, value_name = "NAME=PATH")]
+        asset: Vec<String>,
         /// Timed training steps for --bench (after one warm-up step).
         #[arg(long, default_value_t = 60)]
         steps: usize,
         /// Steps per `step(n)` call for --bench (each call awaits its loss, as the page does).
         #[arg(long, default_value_t = 5)]
         chunk: usize,
-        /// Settings of the MLP session for --bench, as JSON (e.g. '{"hidden":128}').
+        /// Settings of the session for --bench, as JSON (e.g. '{"hidden":128}').
         #[arg(long, default_value = "{}")]
         config: String,
     },
@@ -177,10 +183,10 @@ pub fn main() -> Result<()> {
             let ctx = Context::new()?;
             bench::run(&ctx, &what, &sizes)?;
         }
-        Some(Command::Selftest { json, bench, steps, chunk, config }) => {
+        Some(Command::Selftest { json, bench, kind, asset, steps, chunk, config }) => {
             let ctx = Context::new()?;
             if bench {
-                selftest::bench(&ctx, steps, chunk, &config, json)?;
+                selftest::bench(&ctx, &kind, &asset, steps, chunk, &config, json)?;
             } else {
                 selftest::selftest(&ctx, json)?;
             }

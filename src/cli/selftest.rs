@@ -1,5 +1,5 @@
 //! `webdistill selftest`: the fixed self-test plan as JSON (for the browser parity test), and
-//! `--bench`: the demo page's MLP training session timed on this adapter.
+//! `--bench`: one of the demo page's training sessions timed on this adapter.
 
 use crate::error::{Error, Result};
 use crate::gpu::Context;
@@ -20,9 +20,15 @@ pub fn selftest(ctx: &Context, json: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn bench(ctx: &Context, steps: usize, chunk: usize, config: &str, json: bool) -> Result<()> {
+pub fn bench(ctx: &Context, kind: &str, assets: &[String], steps: usize, chunk: usize, config: &str, json: bool) -> Result<()> {
     let config: serde_json::Value = serde_json::from_str(config).map_err(|e| Error::usage(format!("--config is not JSON: {e}")))?;
-    let mut s = session::create(ctx, "mlp", &config, &Assets::new())?;
+    let mut files = Assets::new();
+    for a in assets {
+        let (name, path) = a.split_once('=').ok_or_else(|| Error::usage(format!("--asset '{a}': expected NAME=PATH")))?;
+        let bytes = std::fs::read(path).map_err(|e| Error::file(path, e))?;
+        files.insert(name.to_string(), bytes);
+    }
+    let mut s = session::create(ctx, kind, &config, &files)?;
     pollster::block_on(async {
         let first = s.step(1).await?;
         let chunk = chunk.max(1);

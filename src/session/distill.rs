@@ -121,6 +121,7 @@ impl DistillSession {
             seconds: secs,
             accuracy: None,
             examples: (n * self.settings.batch) as u64,
+            terms: m.terms.into_iter().collect(),
         })
     }
 
@@ -136,6 +137,7 @@ impl DistillSession {
             seconds: secs,
             accuracy: Some(r.top1 / 100.0),
             examples: r.images as u64,
+            terms: Default::default(),
         })
     }
 

@@ -231,6 +231,7 @@ impl MlpSession {
             seconds,
             accuracy: None,
             examples,
+            terms: Default::default(),
         })
     }
 
@@ -249,6 +250,7 @@ impl MlpSession {
             seconds,
             accuracy: Some(got[1][0] / n as f32),
             examples: n,
+            terms: Default::default(),
         })
     }
 }

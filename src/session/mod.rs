@@ -36,6 +36,11 @@ pub struct Metrics {
     pub accuracy: Option<f32>,
     /// Examples the numbers above were computed on.
     pub examples: u64,
+    /// Named parts of the training loss (for distillation: `gt`, the cross-entropy with the
+    /// labels, and the distillation terms), averaged over this call's steps; empty for
+    /// sessions whose loss has one part.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub terms: std::collections::BTreeMap<String, f32>,
 }
 
 /// A training run a host drives step by step.
