@@ -796,15 +796,17 @@ function mountTry(panel, app) {
     }
   };
 
+  // Called inside app.gpu(...) only: a job holds the session from choosing it to its last call.
   async function session() {
     const d = app.distil;
     if (d && d.sessions.distilled) return { s: d.sessions.distilled, name: `${d.student} (trained in the Distil tab)` };
     const student = $('#distil-settings select[name=student]').value;
     if (!fallback || fallbackStudent !== student) {
-      await app.releaseTry();
+      if (fallback) fallback.free();
+      fallback = null;
       state.textContent = 'Building the models…';
       const teacher = await loadTeacher(app);
-      fallback = await app.gpu(() => wd.Session.create('distill', { student, method: 'none', train_limit: 64, test_limit: 64 }, { teacher }));
+      fallback = await wd.Session.create('distill', { student, method: 'none', train_limit: 64, test_limit: 64 }, { teacher });
       fallbackStudent = student;
     }
     return { s: fallback, name: `${student} (untrained: train it in the Distil tab)` };
@@ -824,10 +826,12 @@ function mountTry(panel, app) {
 
   async function predict(args, label) {
     try {
-      const { s, name } = await session();
-      if (!classes) classes = await app.gpu(() => s.query('classes', {}));
       state.textContent = 'Asking the models…';
-      const p = await app.gpu(() => s.query('predict', args));
+      const { p, name } = await app.gpu(async () => {
+        const { s, name } = await session();
+        if (!classes) classes = await s.query('classes', {});
+        return { p: await s.query('predict', args), name };
+      });
       $('#try-student-name', panel).textContent = name;
       const teacher = p.teacher ? bars($('#try-teacher', panel), p.teacher, label) : null;
       const student = bars($('#try-student', panel), p.student, label);
@@ -841,8 +845,7 @@ function mountTry(panel, app) {
 
   async function show(index) {
     try {
-      const { s } = await session();
-      const smp = await app.gpu(() => s.query('sample', { index }));
+      const smp = await app.gpu(async () => (await session()).s.query('sample', { index }));
       const n = smp.size;
       const small = new ImageData(n, n);
       smp.pixels.forEach((v, i) => {

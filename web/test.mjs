@@ -351,7 +351,7 @@ async function browserTests(kind, base) {
         await p3.$eval('#try-index', (e) => { e.value = '0'; });
         await p3.click('#try-pick');
         const t0 = await checkTry('test image 0');
-        console.log(`     Try it, test image 0 (a ${t0.classes[t0.label]}): teacher says ${t0.teacher_class}, student ${t0.student_class}`);
+        console.log(`     Try it, test image 0 (label ${t0.classes[t0.label]}): teacher says ${t0.teacher_class}, student ${t0.student_class}`);
         await p3.evaluate(() => { window.__try = undefined; });
         await p3.click('#try-clear');
         const box = await (await p3.$('#try-canvas')).boundingBox();
