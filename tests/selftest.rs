@@ -111,3 +111,21 @@ fn sessions_report_bad_settings_readably() {
     let e = pollster::block_on(s.query("cka", &serde_json::Value::Null)).unwrap_err().to_string();
     assert_eq!(e, "the 'mlp' session has no query named 'cka'");
 }
+
+#[test]
+fn distill_session_steps_report_their_loss_terms() {
+    // The Distil tab plots the distilled run's cross-entropy term next to the labels-only
+    // run's loss: step() carries the named terms (none for one-part losses such as the MLP's).
+    let ctx = ctx();
+    let cfg = serde_json::json!({ "student": "mixer_micro_p4", "method": "none", "batch": 2, "train_limit": 4, "test_limit": 4 });
+    let mut s = session::create(&ctx, "distill", &cfg, &Assets::new()).unwrap();
+    let m = run(&mut s, 2);
+    assert_eq!(m.step, 2);
+    assert_eq!(m.terms.keys().collect::<Vec<_>>(), ["gt"]);
+    assert!((m.terms["gt"] - m.loss).abs() < 1e-5 * m.loss.abs().max(1.0), "{:?} vs loss {}", m.terms, m.loss);
+    let json = serde_json::to_value(&m).unwrap();
+    assert!(json["terms"]["gt"].is_number(), "{json}");
+    let mut mlp = session::create(&ctx, "mlp", &serde_json::json!({}), &Assets::new()).unwrap();
+    let json = serde_json::to_value(run(&mut mlp, 1)).unwrap();
+    assert!(json.get("terms").is_none(), "{json}");
+}
