@@ -370,8 +370,8 @@ impl Op for ConvDxOp {
         if geom.dwc_v4() {
             // A stride-1 depthwise input gradient is the depthwise convolution of dy with the
             // flipped kernel and padding K-1-p.
-            let no_bias = l.unused();
-            dispatch_dwc_v4(l, &geom.transposed(), dy, w, dx, no_bias, 4);
+            let unused = l.unused();
+            dispatch_dwc_v4(l, &geom.transposed(), dy, w, dx, unused, 4);
         } else if geom.depthwise() {
             let p = geom.params(0, blocks, 1, 1, qh, 0);
             l.dispatch("conv", "dwc_dx", p, &binds, grid_for(sh * sw * geom.n * geom.cin * qh * blocks, 64));
