@@ -4,16 +4,16 @@
 
 mod common;
 use common::ctx;
+use webdistill::Store;
 use webdistill::cli::demo::{SHIPPED_TEACHER_MODEL, shipped_teacher};
 use webdistill::cli::train::load_data;
-use webdistill::distill::ofa::OfaBranches;
 use webdistill::distill::fitnet::Hints;
+use webdistill::distill::ofa::OfaBranches;
 use webdistill::graph::Graph;
 use webdistill::models::{self, ModelConfig};
 use webdistill::nn::{Builder, Fwd};
 use webdistill::train::session::Session;
 use webdistill::train::{DistillConfig, TrainConfig};
-use webdistill::Store;
 
 /// Student name, image side, and for each branch the parameter-name fragments that must exist
 /// (the OFAKD structure at that size).
@@ -94,11 +94,7 @@ fn tiny(student: &str, method: &str, seed: u64) -> TrainConfig {
         lr: 2e-3,
         warmup_epochs: 0.0,
         seed,
-        distill: Some(DistillConfig {
-            method: method.into(),
-            teacher: SHIPPED_TEACHER_MODEL.into(),
-            ..DistillConfig::default()
-        }),
+        distill: Some(DistillConfig { method: method.into(), teacher: SHIPPED_TEACHER_MODEL.into(), ..DistillConfig::default() }),
         ..TrainConfig::recipe("quick").unwrap()
     }
 }

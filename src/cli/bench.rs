@@ -406,7 +406,14 @@ pub fn distill_step(ctx: &Context, batch: usize, steps: usize) -> Result<(f64, P
     let teacher = Session::new(ctx, plain, &splits, None)?;
     let teacher = checkpoint::parse(&pollster::block_on(teacher.student_bytes(&Default::default()))?, "random resnet20")?;
     let distill = DistillConfig { method: "ofa".into(), teacher: "resnet20".into(), ofa_stages: vec![1, 2, 3], ..DistillConfig::default() };
-    let cfg = TrainConfig { model: "vit_micro_p4".into(), batch, epochs: 100, opt: "adamw".into(), distill: Some(distill), ..TrainConfig::default() };
+    let cfg = TrainConfig {
+        model: "vit_micro_p4".into(),
+        batch,
+        epochs: 100,
+        opt: "adamw".into(),
+        distill: Some(distill),
+        ..TrainConfig::default()
+    };
     let mut s = Session::new(ctx, cfg, &splits, Some(&teacher))?;
     s.train_steps(1)?;
     s.request_train_metrics()?.wait(ctx)?;

@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::gpu::Context;
 use crate::train::{AugmentConfig, DistillConfig, TrainConfig};
 
-use super::train::{run_with_teacher, RunOptions, RunSummary};
+use super::train::{RunOptions, RunSummary, run_with_teacher};
 
 /// Where the shipped teacher lives in the repository (README, docs and web/build point here).
 pub const SHIPPED_TEACHER_PATH: &str = "assets/teacher/resnet20_fmnist.safetensors";
@@ -98,7 +98,9 @@ pub fn run(ctx: &Context, budget: &Budget, out: Option<&Path>, quiet: bool) -> R
 /// `webdistill` with no arguments.
 pub fn main_job(ctx: &Context) -> Result<()> {
     let budget = Budget::for_adapter(ctx.adapter.software);
-    println!("webdistill main job: OFA-KD of the shipped {SHIPPED_TEACHER_MODEL} teacher into vit_micro_p4 on the bundled Fashion-MNIST subset");
+    println!(
+        "webdistill main job: OFA-KD of the shipped {SHIPPED_TEACHER_MODEL} teacher into vit_micro_p4 on the bundled Fashion-MNIST subset"
+    );
     println!("adapter: {}", ctx.adapter);
     println!("budget: {} (batch {}); the student is also trained without distillation on the same budget", budget.label, budget.batch);
     let out = Path::new("runs/main-job");
