@@ -268,6 +268,24 @@ impl Session {
         self.step += n;
     }
 
+    /// [`Self::encode_steps`] with GPU timestamps at the start and end of the steps' pass.
+    pub fn encode_steps_timed(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        n: usize,
+        timestamp_writes: Option<wgpu::ComputePassTimestampWrites<'_>>,
+    ) {
+        self.train.encode_n_timed(encoder, n, timestamp_writes);
+        self.step += n;
+    }
+
+    /// Where the training metrics live on the GPU: `[loss sum, step count, term sums...]`
+    /// summed over the steps since the last [`Self::request_train_metrics`] (which resets
+    /// them). Hosts bind it to follow the loss without a readback.
+    pub fn train_metrics_buffer(&self) -> Result<(wgpu::Buffer, u64, Vec<usize>)> {
+        self.train.buffer_of(self.train_var_of(&self.train_metrics)?)
+    }
+
     /// Start reading the training metrics summed since the last read, and reset them.
     pub fn request_train_metrics(&self) -> Result<Pending> {
         let m = self.train_var_of(&self.train_metrics)?;
