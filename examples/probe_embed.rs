@@ -17,11 +17,7 @@ fn main() -> webdistill::Result<()> {
     let ts = Session::new(&ctx, TrainConfig { model: teacher.clone(), ..base.clone() }, &splits, None)?;
     let tw = checkpoint::parse(&pollster::block_on(ts.student_bytes(&Default::default()))?, "teacher")?;
     let _ = STUDENT;
-    let cfg = TrainConfig {
-        model: student,
-        distill: Some(DistillConfig { method, teacher, ..Default::default() }),
-        ..base
-    };
+    let cfg = TrainConfig { model: student, distill: Some(DistillConfig { method, teacher, ..Default::default() }), ..base };
     let mut s = Session::new(&ctx, cfg, &splits, Some(&tw))?;
     println!("build {:.1}s, {}", t0.elapsed().as_secs_f32(), s.train_stats());
     s.train_steps(1)?;

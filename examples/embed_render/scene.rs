@@ -87,7 +87,11 @@ fn config(o: &Options) -> TrainConfig {
 }
 
 /// The teacher's weights: from a file, or trained here for a few steps on the same device.
-fn teacher_weights(ctx: &Context, o: &Options, splits: &data::Splits) -> Result<Option<std::collections::BTreeMap<String, checkpoint::FileTensor>>> {
+fn teacher_weights(
+    ctx: &Context,
+    o: &Options,
+    splits: &data::Splits,
+) -> Result<Option<std::collections::BTreeMap<String, checkpoint::FileTensor>>> {
     if o.method == "none" {
         return Ok(None);
     }
@@ -158,7 +162,8 @@ pub struct Blit {
 
 impl Blit {
     pub fn new(device: &wgpu::Device, canvas: &wgpu::Texture, format: wgpu::TextureFormat) -> Blit {
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some("blit"), source: wgpu::ShaderSource::Wgsl(BLIT.into()) });
+        let module = device
+            .create_shader_module(wgpu::ShaderModuleDescriptor { label: Some("blit"), source: wgpu::ShaderSource::Wgsl(BLIT.into()) });
         let pipeline = device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
             label: Some("blit"),
             layout: None,
@@ -326,7 +331,7 @@ pub fn read_texture(device: &wgpu::Device, queue: &wgpu::Queue, tex: &wgpu::Text
     });
     device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::gpu("waiting for a texture copy", e))?;
     rx.recv().map_err(|_| Error::gpu("reading a texture", "the mapping was cancelled"))?.map_err(|e| Error::gpu("reading a texture", e))?;
-    let data = buf.slice(..).get_mapped_range().to_vec();
+    let data = buf.slice(..).get_mapped_range().map_err(|e| Error::gpu("reading a texture", e))?.to_vec();
     buf.unmap();
     Ok(data.chunks_exact(padded as usize).flat_map(|r| r[..row as usize].to_vec()).collect())
 }
@@ -336,7 +341,7 @@ pub fn host_device(instance: &wgpu::Instance, surface: Option<&wgpu::Surface<'_>
     let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
         power_preference: wgpu::PowerPreference::HighPerformance,
         compatible_surface: surface,
-        force_fallback_adapter: false,
+        ..Default::default()
     }))
     .map_err(|e| Error::gpu("finding an adapter", e))?;
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
@@ -371,6 +376,9 @@ impl std::fmt::Display for Report {
             "{} frames in {:.2} s: {:.2} fps, {} steps ({:.2} steps/s)",
             self.frames, self.seconds, self.fps, self.steps_completed, self.steps_per_s
         )?;
+        if self.steps_submitted != self.steps_completed {
+            write!(f, " ({} submitted)", self.steps_submitted)?;
+        }
         if let Some(l) = self.last_loss {
             write!(f, ", last loss {l:.4}")?;
         }

@@ -203,7 +203,8 @@ impl LossHistory {
 
     /// Append the mean loss of the steps since the previous record (nothing if there were none).
     pub fn encode_record(&self, encoder: &mut wgpu::CommandEncoder) {
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("webdistill loss record"), timestamp_writes: None });
+        let mut pass =
+            encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("webdistill loss record"), timestamp_writes: None });
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
         pass.dispatch_workgroups(1, 1, 1);
@@ -253,8 +254,11 @@ impl GpuTimer {
             return None;
         }
         let n = TIMER_SLOTS as u32;
-        let queries =
-            ctx.device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("webdistill steps"), ty: wgpu::QueryType::Timestamp, count: 2 * n });
+        let queries = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("webdistill steps"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2 * n,
+        });
         let resolve = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("webdistill timestamps"),
             size: wgpu::QUERY_RESOLVE_BUFFER_ALIGNMENT * n as u64,

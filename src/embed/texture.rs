@@ -201,7 +201,16 @@ impl Layout {
         if sample >= b {
             return Err(Error::usage(format!("sample {sample} is out of range for a batch of {b}")));
         }
-        Ok(Layout::Grid { base: sample * n * d + prefix * d, tiles: d, h: g, w: g, tile_stride: 1, row_stride: g * d, col_stride: d, columns: 0 })
+        Ok(Layout::Grid {
+            base: sample * n * d + prefix * d,
+            tiles: d,
+            h: g,
+            w: g,
+            tile_stride: 1,
+            row_stride: g * d,
+            col_stride: d,
+            columns: 0,
+        })
     }
 
     /// Show at most `k` tiles of a grid (the first ones).
@@ -313,8 +322,7 @@ impl TextureWriter {
         let src = shader_source("embed").ok_or_else(|| Error::usage("the embed shader is missing"))?;
         let device = &ctx.device;
         let storage = |read_only| wgpu::BufferBindingType::Storage { read_only };
-        let base =
-            [buffer_entry(0, wgpu::BufferBindingType::Uniform), buffer_entry(1, storage(true)), buffer_entry(2, storage(false))];
+        let base = [buffer_entry(0, wgpu::BufferBindingType::Uniform), buffer_entry(1, storage(true)), buffer_entry(2, storage(false))];
         let tex = wgpu::BindGroupLayoutEntry {
             binding: 3,
             visibility: wgpu::ShaderStages::COMPUTE,
@@ -326,11 +334,12 @@ impl TextureWriter {
             count: None,
         };
         ctx.scoped("compiling the embed kernels", || {
-            let module =
-                device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some("embed"), source: wgpu::ShaderSource::Wgsl(src.into()) });
+            let module = device
+                .create_shader_module(wgpu::ShaderModuleDescriptor { label: Some("embed"), source: wgpu::ShaderSource::Wgsl(src.into()) });
             let mut with_tex = base.to_vec();
             with_tex.push(tex);
-            let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some("embed draw"), entries: &with_tex });
+            let layout =
+                device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some("embed draw"), entries: &with_tex });
             let aux_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some("embed aux"), entries: &base });
             let pipe = |l: &wgpu::BindGroupLayout, entry: &str| {
                 let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
@@ -480,7 +489,14 @@ impl TextureWriter {
                 ],
             });
             let minmax = (range_mode != 0).then(|| (self.minmax.clone(), self.aux_bind_group(&label, &uniform, src, &aux), ranges as u32));
-            Panel { draw: self.draw.clone(), draw_bg, groups: [rect.width.div_ceil(8), rect.height.div_ceil(8)], minmax, _uniform: uniform, _aux: aux }
+            Panel {
+                draw: self.draw.clone(),
+                draw_bg,
+                groups: [rect.width.div_ceil(8), rect.height.div_ceil(8)],
+                minmax,
+                _uniform: uniform,
+                _aux: aux,
+            }
         })
     }
 }

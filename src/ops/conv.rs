@@ -228,14 +228,14 @@ fn transpose_weight(l: &mut Lowering, geom: &ConvGeom, w: Var, flip: usize, wo: 
 
 /// The vec4 depthwise kernel: the weight padded (flipped with `flip` = 4) to [C][KH][8] in
 /// scratch, then 8 pixels per thread.
-fn dispatch_dwc_v4(l: &mut Lowering, geom: &ConvGeom, x: Var, w: Var, y: Var, bias: Var, flags: usize) {
+fn dispatch_dwc_v4(l: &mut Lowering, geom: &ConvGeom, x: Var, w: Var, y: Var, bias: Bind, flags: usize) {
     let len = geom.cout * geom.kh * 8;
     let wt = l.scratch(len, "depthwise weight, padded");
     l.dispatch("conv", "dwc_wt", geom.params(flags & 4, 0, 1, 1, 1, 0), &[Bind::T(w), Bind::T(w), wt], grid_for(len, 256));
     let blocks = geom.ow.div_ceil(8);
     let p = geom.params(flags & 1, blocks, 1, 1, 1, 0);
     let key = KernelKey::new("conv", "dwc_fwd_v4").constant("KW", geom.kw as u32);
-    l.dispatch_key(key, p, &[Bind::T(x), wt, Bind::T(y), Bind::T(bias)], grid_for(geom.n * geom.cout * geom.oh * blocks, 64));
+    l.dispatch_key(key, p, &[Bind::T(x), wt, Bind::T(y), bias], grid_for(geom.n * geom.cout * geom.oh * blocks, 64));
 }
 
 /// Threads the weight-gradient reduction should keep busy.
@@ -370,7 +370,8 @@ impl Op for ConvDxOp {
         if geom.dwc_v4() {
             // A stride-1 depthwise input gradient is the depthwise convolution of dy with the
             // flipped kernel and padding K-1-p.
-            dispatch_dwc_v4(l, &geom.transposed(), dy, w, dx, dx, 4);
+            let unused = l.unused();
+            dispatch_dwc_v4(l, &geom.transposed(), dy, w, dx, unused, 4);
         } else if geom.depthwise() {
             let p = geom.params(0, blocks, 1, 1, qh, 0);
             l.dispatch("conv", "dwc_dx", p, &binds, grid_for(sh * sw * geom.n * geom.cin * qh * blocks, 64));
