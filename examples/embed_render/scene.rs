@@ -109,18 +109,28 @@ fn teacher_weights(
     checkpoint::parse(&bytes, "teacher").map(Some)
 }
 
-/// A texture the panels write into and the blit samples.
-pub fn canvas_texture(device: &wgpu::Device, w: u32, h: u32) -> wgpu::Texture {
-    device.create_texture(&wgpu::TextureDescriptor {
+/// A texture the panels write into and the blit samples, filled with the panels' background
+/// colour (the panels do not cover the margins between them).
+pub fn canvas_texture(device: &wgpu::Device, queue: &wgpu::Queue, w: u32, h: u32) -> wgpu::Texture {
+    let texture = device.create_texture(&wgpu::TextureDescriptor {
         label: Some("canvas"),
         size: wgpu::Extent3d { width: w, height: h, depth_or_array_layers: 1 },
         mip_level_count: 1,
         sample_count: 1,
         dimension: wgpu::TextureDimension::D2,
         format: embed::TEXTURE_FORMAT,
-        usage: embed::TEXTURE_USAGE | wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_SRC,
+        usage: embed::TEXTURE_USAGE | wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_SRC | wgpu::TextureUsages::COPY_DST,
         view_formats: &[],
-    })
+    });
+    let bg = Style::default().background.map(|c| (c * 255.0).round() as u8);
+    let texels: Vec<u8> = (0..w * h).flat_map(|_| bg).collect();
+    queue.write_texture(
+        texture.as_image_copy(),
+        &texels,
+        wgpu::TexelCopyBufferLayout { offset: 0, bytes_per_row: Some(4 * w), rows_per_image: Some(h) },
+        texture.size(),
+    );
+    texture
 }
 
 const BLIT: &str = r#"
@@ -240,7 +250,7 @@ impl Scene {
             // Render-only: give the outputs something to show.
             trainer.submit(Budget::Steps(1))?;
         }
-        let canvas = canvas_texture(&ctx.device, o.width, o.height);
+        let canvas = canvas_texture(&ctx.device, &ctx.queue, o.width, o.height);
         let panels = layout_panels(&trainer, &canvas, o.width, o.height)?;
         Ok(Scene { trainer, canvas, panels, budget: o.budget(), train: o.train, steps: 0 })
     }
