@@ -254,6 +254,17 @@ fn adopted_device_trains_bit_for_bit_like_the_library_s_own() {
     let mean = hist.iter().sum::<f32>() / 3.0;
     assert!((mean - ma.loss).abs() < 1e-5 * ma.loss.abs().max(1.0), "history {hist:?} vs metrics {}", ma.loss);
     assert!(t.latest_metrics().is_some());
+
+    // The CKA matrix recorded into the host's encoder is the one `cka_async` reads back.
+    let (view, layout) = t.cka_view(16).unwrap();
+    assert_eq!(layout, Layout::matrix(view.shape[0], view.shape[1]));
+    let mut enc = device.create_command_encoder(&Default::default());
+    t.encode_cka(&mut enc, 16).unwrap();
+    queue.submit([enc.finish()]);
+    let on_gpu = view.read(&host).unwrap();
+    let read_back = pollster::block_on(t.session_mut().cka_async(16)).unwrap();
+    assert_eq!(on_gpu, read_back.values);
+    assert!(on_gpu.iter().all(|v| v.is_finite() && (-1e-3..=1.0 + 1e-3).contains(v)), "{on_gpu:?}");
 }
 
 #[test]

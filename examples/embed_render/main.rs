@@ -7,14 +7,15 @@
 //! Every frame records a bounded number of OFA distillation steps (mixer_nano_p4 student,
 //! vit_nano_p4 teacher by default, bundled Fashion-MNIST) into the frame's command encoder,
 //! then webdistill's texture writers draw the live loss curve (a GPU ring, no readback), the
-//! logits of the batch (bars for the first image, a matrix for all) and the student's stage
+//! logits of the first image (bars), the teacher/student CKA matrix (every 10th frame a CKA
+//! pass on 32 test images is recorded too) and the student's stage
 //! features (one tile per channel) into a canvas texture, which a render pass draws to the
 //! window. The library owns no event loop and never blocks: winit's loop belongs to this host.
 //! It prints the frame rate and the training steps per second every second. The window needs
 //! the `window` feature (winit); headless rendering and the bench do not.
 //!
 //! Options: --student NAME --teacher NAME --method ofa|kd|...|none --teacher-weights FILE
-//! --teacher-steps N --batch N --steps-per-frame N --budget-ms MS --no-train --frames N
+//! --teacher-steps N --batch N --steps-per-frame N --budget-ms MS --no-train --cka-every N (0: off) --frames N
 //! (window: until closed) --width W --height H --seed N --no-vsync; --headless renders N frames offscreen and writes
 //! --out (PNG); --bench measures, offscreen, the frame rate with and without training and the
 //! steps/s of training alone.
@@ -40,6 +41,7 @@ fn parse() -> Result<(Options, Mode, bool)> {
             "--headless" => mode = Mode::Headless,
             "--bench" => mode = Mode::Bench,
             "--no-train" => o.train = false,
+            "--cka-every" => o.cka_every = num(val()?)? as usize,
             "--no-vsync" => vsync = false,
             "--student" => o.student = val()?,
             "--teacher" => o.teacher = val()?,

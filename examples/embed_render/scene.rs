@@ -29,6 +29,8 @@ pub struct Options {
     pub budget_ms: Option<f64>,
     /// False: render only (the tensors of one initial step), to measure the frame rate alone.
     pub train: bool,
+    /// Record a teacher/student CKA pass every this many frames (0: no CKA panel).
+    pub cka_every: usize,
     pub frames: usize,
     /// Frames rendered before the timing starts (pipelines compile at first use).
     pub warmup_frames: usize,
@@ -50,6 +52,7 @@ impl Default for Options {
             steps_per_frame: 1,
             budget_ms: None,
             train: true,
+            cka_every: 10,
             frames: 60,
             warmup_frames: 2,
             width: 960,
@@ -228,6 +231,9 @@ impl Blit {
     }
 }
 
+/// Test images of the CKA panel.
+const CKA_IMAGES: usize = 32;
+
 /// Everything the host keeps between frames.
 pub struct Scene {
     pub trainer: HostTrainer,
@@ -235,6 +241,9 @@ pub struct Scene {
     panels: Vec<Panel>,
     budget: Budget,
     train: bool,
+    /// CKA every this many frames (0: none).
+    cka_every: usize,
+    frame: usize,
     /// Steps recorded by [`Scene::encode`] so far.
     pub steps: usize,
 }
@@ -250,25 +259,33 @@ impl Scene {
             // Render-only: give the outputs something to show.
             trainer.submit(Budget::Steps(1))?;
         }
+        let cka_every = if trainer.session().teacher.is_some() { o.cka_every } else { 0 };
         let canvas = canvas_texture(&ctx.device, &ctx.queue, o.width, o.height);
-        let panels = layout_panels(&trainer, &canvas, o.width, o.height)?;
-        Ok(Scene { trainer, canvas, panels, budget: o.budget(), train: o.train, steps: 0 })
+        let panels = layout_panels(&mut trainer, &canvas, o.width, o.height, cka_every > 0)?;
+        Ok(Scene { trainer, canvas, panels, budget: o.budget(), train: o.train, cka_every, frame: 0, steps: 0 })
     }
 
-    /// Record one frame's training steps and panels into the host's encoder.
-    pub fn encode(&mut self, encoder: &mut wgpu::CommandEncoder) -> usize {
+    /// Record one frame's training steps (and, every few frames, a CKA pass) and the panels
+    /// into the host's encoder. Returns the steps recorded.
+    pub fn encode(&mut self, encoder: &mut wgpu::CommandEncoder) -> Result<usize> {
         let n = if self.train { self.trainer.encode(encoder, self.budget) } else { 0 };
         self.steps += n;
+        if self.cka_every > 0 && self.frame % self.cka_every == 0 {
+            self.trainer.encode_cka(encoder, CKA_IMAGES)?;
+        }
+        self.frame += 1;
         for p in &self.panels {
             p.encode(encoder);
         }
-        n
+        Ok(n)
     }
 }
 
-/// Where things go on the canvas: the loss curve and the logits on the left, one grid of
-/// channel maps per student stage on the right.
-fn layout_panels(t: &HostTrainer, canvas: &wgpu::Texture, w: u32, h: u32) -> Result<Vec<Panel>> {
+/// Where things go on the canvas: the loss curve, the logits of the first image and the
+/// teacher/student CKA matrix (or the logits of the batch) on the left, one grid of channel
+/// maps per student stage on the right.
+fn layout_panels(t: &mut HostTrainer, canvas: &wgpu::Texture, w: u32, h: u32, cka: bool) -> Result<Vec<Panel>> {
+    let cka = if cka { Some(t.cka_view(CKA_IMAGES)?) } else { None };
     let writer = t.writer();
     let m = (w.min(h) / 60).max(2);
     let left = w * 2 / 5;
@@ -289,13 +306,20 @@ fn layout_panels(t: &HostTrainer, canvas: &wgpu::Texture, w: u32, h: u32) -> Res
         canvas,
         Rect::new(m, y, left - 2 * m, bars_h - m),
     )?);
-    panels.push(writer.panel(
-        logits,
-        &Layout::matrix(b, classes),
-        &Style::new(Colormap::Diverging, Range::Auto).symmetric(),
-        canvas,
-        Rect::new(m, y + bars_h, left - 2 * m, h - y - bars_h - m),
-    )?);
+    let bottom = Rect::new(m, y + bars_h, left - 2 * m, h - y - bars_h - m);
+    match &cka {
+        // CKA lies in [0, 1]: rows are the teacher's stages, columns the student's.
+        Some((view, layout)) => {
+            panels.push(writer.panel(view, layout, &Style::new(Colormap::Viridis, Range::Fixed { lo: 0.0, hi: 1.0 }), canvas, bottom)?)
+        }
+        None => panels.push(writer.panel(
+            logits,
+            &Layout::matrix(b, classes),
+            &Style::new(Colormap::Diverging, Range::Auto).symmetric(),
+            canvas,
+            bottom,
+        )?),
+    }
     let stages = outs.len() - 1;
     let cols = if stages > 2 { 2 } else { stages.max(1) } as u32;
     let rows = (stages as u32).div_ceil(cols).max(1);
@@ -427,7 +451,7 @@ pub fn run_headless(o: &Options) -> Result<Report> {
             t0 = Instant::now();
         }
         let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("frame") });
-        scene.encode(&mut enc);
+        scene.encode(&mut enc)?;
         blit.encode(&mut enc, &target_view);
         in_flight.push_back(queue.submit([enc.finish()]));
         scene.trainer.poll()?;

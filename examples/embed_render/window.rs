@@ -96,7 +96,7 @@ impl WindowState {
         let view = frame.texture.create_view(&Default::default());
         let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("frame") });
         // Training steps first, then the panels that show their outputs, then the window.
-        self.scene.encode(&mut enc);
+        self.scene.encode(&mut enc)?;
         self.blit.encode(&mut enc, &view);
         self.queue.submit([enc.finish()]);
         self.window.pre_present_notify();

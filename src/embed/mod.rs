@@ -14,7 +14,8 @@
 //!   steps, so the loss curve is drawn without a readback.
 //! - [`TensorView`]: a tensor the host can bind directly (buffer, byte offset, shape): the
 //!   student's logits and stage features of the last training batch
-//!   ([`HostTrainer::outputs`]), the loss ring, any kept tensor of a plan
+//!   ([`HostTrainer::outputs`]), the teacher/student CKA matrix ([`HostTrainer::cka_view`],
+//!   recorded with [`HostTrainer::encode_cka`]), the loss ring, any kept tensor of a plan
 //!   ([`crate::Plan::buffer_of`]).
 //! - [`TextureWriter`] and [`Panel`]: compute kernels that write a tensor, arranged by a
 //!   [`Layout`] (a grid of feature maps, a matrix such as a CKA matrix or an attention map, bars
@@ -126,6 +127,12 @@ impl TensorView {
     }
     pub fn bytes(&self) -> u64 {
         self.numel() as u64 * 4
+    }
+    /// Read the values (tests, tools; native, blocks until the GPU is done with them).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read(&self, ctx: &Context) -> Result<Vec<f32>> {
+        let bytes = pollster::block_on(crate::gpu::Readback::read(ctx, &self.buffer, self.offset, self.bytes()))?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
     /// The binding resource of exactly this tensor (for the host's own bind groups).
     pub fn binding(&self) -> wgpu::BindingResource<'_> {
@@ -489,6 +496,28 @@ impl HostTrainer {
                 Ok(TensorView { name, buffer, offset, shape })
             })
             .collect()
+    }
+
+    /// The CKA matrix between the teacher's and the student's stage features on the first
+    /// `images` test images (eval mode) as a bindable tensor `[teacher stages, student
+    /// stages]`, with its layout. Builds the CKA plan on first use (distillation sessions
+    /// only); the values are there after the first [`Self::encode_cka`].
+    pub fn cka_view(&mut self, images: usize) -> Result<(TensorView, Layout)> {
+        let (plan, m) = self.session.cka_plan(images)?;
+        let (buffer, offset, shape) = plan.buffer_of(m)?;
+        let layout = Layout::matrix(shape[0], shape[1]);
+        Ok((TensorView { name: "cka".into(), buffer, offset, shape }, layout))
+    }
+
+    /// Record one CKA pass (the teacher's and the student's eval forward on the same `images`
+    /// test images, then the matrix of [`Self::cka_view`]) into the host's encoder. It costs
+    /// two forward passes: hosts run it every few frames. Once per submit: the test-image
+    /// counter is reset by a queue write, which lands before the submit.
+    pub fn encode_cka(&mut self, encoder: &mut wgpu::CommandEncoder, images: usize) -> Result<()> {
+        self.session.reset_eval_counter()?;
+        let (plan, _) = self.session.cka_plan(images)?;
+        plan.encode(encoder);
+        Ok(())
     }
 
     /// The grid layout of stage `stage` (1-based) for batch sample `sample`: one tile per

@@ -366,9 +366,10 @@ impl Session {
         pollster::block_on(self.evaluate_async())
     }
 
-    /// CKA between the teacher's and the student's stage features on the first `images` test
-    /// images (eval mode), computed on the GPU.
-    pub async fn cka_async(&mut self, images: usize) -> Result<CkaResult> {
+    /// The CKA plan of [`Self::cka_async`] (built once per image count) and its matrix
+    /// `[teacher stages, student stages]`. Hosts record it into their own encoder (after
+    /// [`Self::reset_eval_counter`]) and draw the matrix from [`Plan::buffer_of`], no readback.
+    pub fn cka_plan(&mut self, images: usize) -> Result<(&Plan, Var)> {
         let teacher = self.teacher.as_ref().ok_or_else(|| Error::usage("CKA needs a teacher (give --teacher and its weights)"))?;
         let n = images.clamp(2, self.data.test_images);
         if self.cka_plan.as_ref().map(|c| c.0) != Some(n) {
@@ -384,15 +385,29 @@ impl Session {
             self.cka_plan = Some((n, plan, m, counter));
         }
         let (_, plan, m, _) = self.cka_plan.as_ref().unwrap();
-        self.store.write_state(&self.eval_counter, &[0.0])?;
+        Ok((plan, *m))
+    }
+
+    /// Start the next evaluation or CKA pass at the first test image (a queue write).
+    pub fn reset_eval_counter(&self) -> Result<()> {
+        self.store.write_state(&self.eval_counter, &[0.0])
+    }
+
+    /// CKA between the teacher's and the student's stage features on the first `images` test
+    /// images (eval mode), computed on the GPU.
+    pub async fn cka_async(&mut self, images: usize) -> Result<CkaResult> {
+        let ctx = self.ctx.clone();
+        self.reset_eval_counter()?;
+        let (plan, m) = self.cka_plan(images)?;
         plan.step()?;
-        let values = plan.request(&[*m])?.take(&self.ctx).await?.remove(0);
+        let values = plan.request(&[m])?.take(&ctx).await?.remove(0);
+        let teacher = self.teacher.as_ref().unwrap();
         let names = |k: usize| (1..=k).map(|i| format!("stage {i}")).collect::<Vec<_>>();
         Ok(CkaResult {
             values,
             teacher_stages: names(teacher.feature_shapes().len()),
             student_stages: names(self.student.feature_shapes().len()),
-            images: n,
+            images: images.clamp(2, self.data.test_images),
         })
     }
 
