@@ -9,10 +9,10 @@
 //! eframe app take `frame.wgpu_render_state()` and use its `device`, `queue` and `renderer`.
 
 use std::time::Instant;
-use webdistill::embed::{self, Budget, HostTrainer, Rect, Style};
+use webdistill::embed::{self, Budget, Colormap, HostTrainer, Range, Rect, Style};
 use webdistill::train::session::Session;
 use webdistill::train::{DistillConfig, TrainConfig};
-use webdistill::{Error, Result, data};
+use webdistill::{Error, Result, checkpoint, data};
 
 const W: u32 = 640;
 const H: u32 = 400;
@@ -59,7 +59,11 @@ fn run() -> Result<()> {
         distill: Some(DistillConfig { method: "ofa".into(), teacher: "vit_nano_p4".into(), ..Default::default() }),
         ..TrainConfig::recipe("quick")?
     };
-    let mut trainer = HostTrainer::new(Session::new(&ctx, cfg, &data::bundled()?, None)?)?;
+    let splits = data::bundled()?;
+    // A randomly initialised teacher (a real app loads trained weights with checkpoint::read).
+    let teacher = Session::new(&ctx, TrainConfig { model: "vit_nano_p4".into(), distill: None, ..cfg.clone() }, &splits, None)?;
+    let teacher = checkpoint::parse(&pollster::block_on(teacher.student_bytes(&Default::default()))?, "teacher")?;
+    let mut trainer = HostTrainer::new(Session::new(&ctx, cfg, &splits, Some(&teacher))?)?;
 
     // The canvas: the loss curve on top, stage-1 feature maps below.
     let (cw, ch) = (320u32, 320u32);
@@ -71,7 +75,8 @@ fn run() -> Result<()> {
         dimension: wgpu::TextureDimension::D2,
         format: embed::TEXTURE_FORMAT,
         usage: embed::TEXTURE_USAGE | wgpu::TextureUsages::TEXTURE_BINDING,
-        view_formats: &[],
+        // The writers store sRGB-encoded bytes; egui samples user textures as sRGB.
+        view_formats: &[wgpu::TextureFormat::Rgba8UnormSrgb],
     });
     let writer = trainer.writer();
     let hist = trainer.loss_history();
@@ -81,12 +86,16 @@ fn run() -> Result<()> {
         writer.panel(
             &outs[1],
             &trainer.feature_layout(1, 0)?.first_tiles(32),
-            &Style::default(),
+            &Style::new(Colormap::Viridis, Range::AutoPerTile),
             &canvas,
             Rect::new(0, 100, cw, ch - 100),
         )?,
     ];
-    let canvas_view = canvas.create_view(&Default::default());
+    let canvas_view = canvas.create_view(&wgpu::TextureViewDescriptor {
+        format: Some(wgpu::TextureFormat::Rgba8UnormSrgb),
+        usage: Some(wgpu::TextureUsages::TEXTURE_BINDING),
+        ..Default::default()
+    });
     let canvas_id = renderer.register_native_texture(&device, &canvas_view, wgpu::FilterMode::Nearest);
 
     // The app's own render target (a window's surface texture in a real app).
@@ -113,16 +122,18 @@ fn run() -> Result<()> {
             ..Default::default()
         };
         let steps = trainer.steps_submitted();
-        let output = egui_ctx.run(raw, |ctx| {
-            egui::CentralPanel::default().show(ctx, |ui| {
+        let output = egui_ctx.run_ui(raw, |ui| {
+            egui::CentralPanel::default().show(ui, |ui| {
                 ui.heading("webdistill inside egui");
                 ui.label(format!("frame {frame}, step {steps}, {metrics}"));
                 ui.image(egui::load::SizedTexture::new(canvas_id, egui::vec2(cw as f32, ch as f32)));
             });
         });
         let jobs = egui_ctx.tessellate(output.shapes, output.pixels_per_point);
-        for (id, delta) in &output.textures_delta.set {
-            renderer.update_texture(&device, &queue, *id, delta);
+        for (id, deltas) in &output.textures_delta.set {
+            for delta in deltas {
+                renderer.update_texture(&device, &queue, *id, delta);
+            }
         }
 
         // One encoder: training steps, the panels, then egui's pass that samples the canvas.
