@@ -60,8 +60,9 @@
 //! as this crate: **wgpu 30**. Cargo then links one wgpu for both, whichever of `30.x` each
 //! side names; with another major version the build fails with "expected `wgpu::Device`,
 //! found `wgpu::Device`" (two versions of crate `wgpu`). Hosts that reach wgpu through another
-//! crate (egui-wgpu 0.37, Bevy 0.20 use wgpu 30) are fine as long as that crate's wgpu is 30;
-//! `webdistill::wgpu` re-exports the exact crate the library was built with.
+//! crate are fine as long as that crate's wgpu is 30: egui-wgpu 0.36 and 0.37 (see
+//! `examples/embed_egui.rs`) and Bevy 0.20 are. `webdistill::wgpu` re-exports the exact crate
+//! the library was built with. See docs/EMBEDDING.md.
 
 mod texture;
 
