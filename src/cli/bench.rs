@@ -377,5 +377,46 @@ pub fn run(ctx: &Context, what: &str, sizes: &[usize]) -> Result<()> {
             );
         }
     }
+    if what == "distill-step" || what == "all" {
+        let r = distill_step(ctx, 64, 5)?;
+        println!(
+            "OFA distillation step (resnet20 teacher -> vit_micro_p4 student, batch 64, 3x32x32, 100 classes, branches on stages 1-3, AdamW):"
+        );
+        println!("  {:.0} ms/step, {:.1} images/s (median of {} steps); {}", r.0 * 1e3, 64.0 / r.0, 5, r.1);
+        println!("  PyTorch on the same machine: python3 scripts/torch_distill_step.py [--device cuda]");
+    }
     Ok(())
+}
+
+/// Seconds per OFA distillation step (median of `steps`) and the plan's stats: the step of
+/// `webdistill distill` on synthetic 3x32x32 images with 100 classes and a random teacher.
+pub fn distill_step(ctx: &Context, batch: usize, steps: usize) -> Result<(f64, PlanStats)> {
+    use crate::checkpoint;
+    use crate::data::{Dataset, Splits};
+    use crate::train::session::Session;
+    use crate::train::{DistillConfig, TrainConfig};
+    let classes = 100;
+    let synthetic = |n: usize, name: &str| {
+        let images = (0..n * 3 * 32 * 32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let names = (0..classes).map(|c| format!("class {c}")).collect();
+        Dataset::new(name, images, (0..n as u32).map(|i| i % classes as u32).collect(), 3, 32, 32, names)
+    };
+    let splits = Splits { train: synthetic(batch * 4, "synthetic/train")?, test: synthetic(batch, "synthetic/test")? };
+    let plain = TrainConfig { model: "resnet20".into(), batch, epochs: 1, ..TrainConfig::default() };
+    let teacher = Session::new(ctx, plain, &splits, None)?;
+    let teacher = checkpoint::parse(&pollster::block_on(teacher.student_bytes(&Default::default()))?, "random resnet20")?;
+    let distill = DistillConfig { method: "ofa".into(), teacher: "resnet20".into(), ofa_stages: vec![1, 2, 3], ..DistillConfig::default() };
+    let cfg = TrainConfig { model: "vit_micro_p4".into(), batch, epochs: 100, opt: "adamw".into(), distill: Some(distill), ..TrainConfig::default() };
+    let mut s = Session::new(ctx, cfg, &splits, Some(&teacher))?;
+    s.train_steps(1)?;
+    s.request_train_metrics()?.wait(ctx)?;
+    let mut times = Vec::with_capacity(steps);
+    for _ in 0..steps {
+        let t = Instant::now();
+        s.train_steps(1)?;
+        s.request_train_metrics()?.wait(ctx)?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Ok((times[times.len() / 2], s.train_stats().clone()))
 }

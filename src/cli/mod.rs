@@ -1,6 +1,7 @@
 //! The native command-line tool: a thin shell over the library.
 
 pub mod bench;
+pub mod demo;
 pub mod predict;
 pub mod selftest;
 pub mod train;
@@ -23,7 +24,7 @@ pub enum Command {
     Info,
     /// Measure kernel throughput and dispatch cost on this adapter.
     Bench {
-        /// matmul, conv, resnet20-step, dispatch, attention, vit-step or all
+        /// matmul, conv, resnet20-step, dispatch, attention, vit-step, distill-step or all
         #[arg(default_value = "all")]
         what: String,
         /// Matrix sizes for the matmul benchmark.
@@ -229,7 +230,7 @@ pub fn main() -> Result<()> {
         }
         None => {
             let ctx = Context::new()?;
-            info(&ctx);
+            demo::main_job(&ctx)?;
         }
     }
     Ok(())

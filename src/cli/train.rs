@@ -211,10 +211,21 @@ pub struct RunOptions {
 }
 
 pub fn run(ctx: &Context, cfg: TrainConfig, dir: Option<&Path>, opts: &RunOptions) -> Result<RunSummary> {
+    let teacher = load_teacher(&cfg)?;
+    run_with_teacher(ctx, cfg, teacher.as_ref(), dir, opts)
+}
+
+/// [`run`] with the teacher's tensors already in memory (the main job embeds its teacher).
+pub fn run_with_teacher(
+    ctx: &Context,
+    cfg: TrainConfig,
+    teacher: Option<&BTreeMap<String, checkpoint::FileTensor>>,
+    dir: Option<&Path>,
+    opts: &RunOptions,
+) -> Result<RunSummary> {
     let RunOptions { resume, plot, quiet, stop_after } = opts.clone();
     let splits = load_data(&cfg.data, &cfg)?;
-    let teacher = load_teacher(&cfg)?;
-    let mut s = Session::new(ctx, cfg, &splits, teacher.as_ref())?;
+    let mut s = Session::new(ctx, cfg, &splits, teacher)?;
     let mut records: Vec<EpochRecord> = Vec::new();
     if let Some(d) = dir {
         std::fs::create_dir_all(d).map_err(|e| Error::file(d, e))?;

@@ -33,7 +33,14 @@ impl Hints {
                     let init = ConvInit::KaimingFanOut { per_group: false };
                     projs.push(Conv2d::new(b, &format!("proj{}", i + 1), cs, ct, 1, Conv2dSpec::new(1, 0, 1), false, init)?);
                 }
-                _ => return Err(Error::usage("fitnet pairs CNN feature maps only")),
+                _ => {
+                    return Err(Error::usage(format!(
+                        "fitnet pairs CNN feature maps only, but {} -> {} is a heterogeneous pair (stage {}: {t} -> {s}); use ofa or kd",
+                        teacher.name(),
+                        student.name(),
+                        i + 1
+                    )));
+                }
             }
         }
         Ok(Hints { projs })
