@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod distill;
+pub mod embed;
 pub mod error;
 pub mod golden;
 pub mod gpu;
@@ -28,3 +29,6 @@ pub use error::{Error, Result};
 pub use gpu::{AdapterReport, Context};
 pub use graph::{Graph, Plan, Var};
 pub use store::{Init, Param, Store};
+/// The wgpu this crate is built with: hosts that share their device must use the same major
+/// version (see [`embed`]).
+pub use wgpu;

@@ -541,7 +541,18 @@ impl Plan {
 
     /// Record `n` consecutive steps into one compute pass.
     pub fn encode_n(&self, encoder: &mut wgpu::CommandEncoder, n: usize) {
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(&self.name), timestamp_writes: None });
+        self.encode_n_timed(encoder, n, None)
+    }
+
+    /// [`Self::encode_n`] with GPU timestamps written at the start and end of the pass
+    /// (needs `TIMESTAMP_QUERY`).
+    pub fn encode_n_timed(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        n: usize,
+        timestamp_writes: Option<wgpu::ComputePassTimestampWrites<'_>>,
+    ) {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(&self.name), timestamp_writes });
         for _ in 0..n {
             for c in &self.cmds {
                 pass.set_pipeline(&c.pipeline);

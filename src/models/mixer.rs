@@ -229,6 +229,7 @@ const RES: MixerKind = MixerKind::ResMlp { mlp_ratio: 4.0, init_values: 1e-4 };
 pub fn entries() -> Vec<Entry> {
     vec![
         mixer_entry!("mixer_micro_p4", "MLP-Mixer, patch 4, dim 128, depth 6 (32-px)", 32, 100, a(4, 128, 6, MIX)),
+        mixer_entry!("mixer_nano_p4", "MLP-Mixer, patch 4, dim 32, depth 4 (32-px; demos, embedding, tests)", 32, 10, a(4, 32, 4, MIX)),
         mixer_entry!("mixer_b16_224", "MLP-Mixer-B/16 (timm mixer_b16_224)", 224, 1000, a(16, 768, 12, MIX)),
         mixer_entry!("resmlp_12_p4", "ResMLP-12 at 32 px: patch 4, dim 384", 32, 100, a(4, 384, 12, RES)),
         mixer_entry!("resmlp_12_224", "ResMLP-12 (timm resmlp_12_224)", 224, 1000, a(16, 384, 12, RES)),

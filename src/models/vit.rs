@@ -200,6 +200,7 @@ const fn a(patch: usize, dim: usize, depth: usize, heads: usize) -> VitArch {
 pub fn arch(name: &str) -> Option<VitArch> {
     match name {
         "vit_micro_p4" => Some(a(4, 128, 6, 4)),
+        "vit_nano_p4" => Some(a(4, 32, 4, 2)),
         "vit_tiny_p4" => Some(a(4, 192, 12, 3)),
         "vit_small_p4" => Some(a(4, 384, 12, 6)),
         "deit_tiny_patch16_224" => Some(a(16, 192, 12, 3)),
@@ -210,6 +211,7 @@ pub fn arch(name: &str) -> Option<VitArch> {
 pub fn entries() -> Vec<Entry> {
     vec![
         vit_entry!("vit_micro_p4", "ViT, patch 4, dim 128, depth 6, 4 heads (32-px)", 32, 100),
+        vit_entry!("vit_nano_p4", "ViT, patch 4, dim 32, depth 4, 2 heads (32-px; demos, embedding, tests)", 32, 10),
         vit_entry!("vit_tiny_p4", "DeiT-Tiny at 32 px: patch 4, dim 192, depth 12, 3 heads", 32, 100),
         vit_entry!("vit_small_p4", "ViT-S at 32 px: patch 4, dim 384, depth 12, 6 heads", 32, 100),
         vit_entry!("deit_tiny_patch16_224", "DeiT-Tiny (timm deit_tiny_patch16_224)", 224, 1000),

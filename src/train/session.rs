@@ -306,6 +306,24 @@ impl Session {
         self.step += n;
     }
 
+    /// [`Self::encode_steps`] with GPU timestamps at the start and end of the steps' pass.
+    pub fn encode_steps_timed(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        n: usize,
+        timestamp_writes: Option<wgpu::ComputePassTimestampWrites<'_>>,
+    ) {
+        self.train.encode_n_timed(encoder, n, timestamp_writes);
+        self.step += n;
+    }
+
+    /// Where the training metrics live on the GPU: `[loss sum, step count, term sums...]`
+    /// summed over the steps since the last [`Self::request_train_metrics`] (which resets
+    /// them). Hosts bind it to follow the loss without a readback.
+    pub fn train_metrics_buffer(&self) -> Result<(wgpu::Buffer, u64, Vec<usize>)> {
+        self.train.buffer_of(self.train_var_of(&self.train_metrics)?)
+    }
+
     /// Start reading the training metrics summed since the last read, and reset them.
     pub fn request_train_metrics(&self) -> Result<Pending> {
         let m = self.train_var_of(&self.train_metrics)?;
@@ -348,9 +366,10 @@ impl Session {
         pollster::block_on(self.evaluate_async())
     }
 
-    /// CKA between the teacher's and the student's stage features on the first `images` test
-    /// images (eval mode), computed on the GPU.
-    pub async fn cka_async(&mut self, images: usize) -> Result<CkaResult> {
+    /// The CKA plan of [`Self::cka_async`] (built once per image count) and its matrix
+    /// `[teacher stages, student stages]`. Hosts record it into their own encoder (after
+    /// [`Self::reset_eval_counter`]) and draw the matrix from [`Plan::buffer_of`], no readback.
+    pub fn cka_plan(&mut self, images: usize) -> Result<(&Plan, Var)> {
         let teacher = self.teacher.as_ref().ok_or_else(|| Error::usage("CKA needs a teacher (give --teacher and its weights)"))?;
         let n = images.clamp(2, self.data.test_images);
         if self.cka_plan.as_ref().map(|c| c.0) != Some(n) {
@@ -366,15 +385,29 @@ impl Session {
             self.cka_plan = Some((n, plan, m, counter));
         }
         let (_, plan, m, _) = self.cka_plan.as_ref().unwrap();
-        self.store.write_state(&self.eval_counter, &[0.0])?;
+        Ok((plan, *m))
+    }
+
+    /// Start the next evaluation or CKA pass at the first test image (a queue write).
+    pub fn reset_eval_counter(&self) -> Result<()> {
+        self.store.write_state(&self.eval_counter, &[0.0])
+    }
+
+    /// CKA between the teacher's and the student's stage features on the first `images` test
+    /// images (eval mode), computed on the GPU.
+    pub async fn cka_async(&mut self, images: usize) -> Result<CkaResult> {
+        let ctx = self.ctx.clone();
+        self.reset_eval_counter()?;
+        let (plan, m) = self.cka_plan(images)?;
         plan.step()?;
-        let values = plan.request(&[*m])?.take(&self.ctx).await?.remove(0);
+        let values = plan.request(&[m])?.take(&ctx).await?.remove(0);
+        let teacher = self.teacher.as_ref().unwrap();
         let names = |k: usize| (1..=k).map(|i| format!("stage {i}")).collect::<Vec<_>>();
         Ok(CkaResult {
             values,
             teacher_stages: names(teacher.feature_shapes().len()),
             student_stages: names(self.student.feature_shapes().len()),
-            images: n,
+            images: images.clamp(2, self.data.test_images),
         })
     }
 
