@@ -27,6 +27,7 @@ const SHADERS: &[(&str, &str)] = &[
     ("pool", include_str!("../../shaders/pool.wgsl")),
     ("attention", include_str!("../../shaders/attention.wgsl")),
     ("gather", include_str!("../../shaders/gather.wgsl")),
+    ("obow", include_str!("../../shaders/obow.wgsl")),
 ];
 
 /// All shader file names, for the validation test.

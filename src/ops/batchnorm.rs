@@ -109,7 +109,7 @@ impl Op for BnTrainOp {
         let (w, b, rest) = if self.affine {
             (Bind::T(n.inputs[1].var), Bind::T(n.inputs[2].var), &n.inputs[3..])
         } else {
-            (Bind::T(x), Bind::T(x), &n.inputs[1..])
+            (l.unused(), l.unused(), &n.inputs[1..])
         };
         let binds = [
             Bind::T(x),
@@ -153,7 +153,7 @@ impl Op for BnBackOp {
     fn lower(&self, n: &NodeRef, l: &mut Lowering) -> Result<()> {
         let i = |k: usize| Bind::T(n.inputs[k].var);
         let dx = Bind::T(n.outputs[0].var);
-        let (w, dw, db) = if self.affine { (i(4), Bind::T(n.outputs[1].var), Bind::T(n.outputs[2].var)) } else { (i(0), dx, dx) };
+        let (w, dw, db) = if self.affine { (i(4), Bind::T(n.outputs[1].var), Bind::T(n.outputs[2].var)) } else { (l.unused(), l.unused(), l.unused()) };
         let binds = [i(0), i(1), w, dx, i(2), i(3), dw, db];
         let c = n.inputs[0].shape[1];
         l.dispatch("batchnorm", "bn_backward", bn_params(&n.inputs[0].shape, 0.0, 0.0, self.affine), &binds, [c as u32, 1, 1]);
@@ -205,7 +205,7 @@ impl Op for BnEvalOp {
     }
     fn lower(&self, n: &NodeRef, l: &mut Lowering) -> Result<()> {
         let x = Bind::T(n.inputs[0].var);
-        let (w, b, k) = if self.affine { (Bind::T(n.inputs[1].var), Bind::T(n.inputs[2].var), 3) } else { (x, x, 1) };
+        let (w, b, k) = if self.affine { (Bind::T(n.inputs[1].var), Bind::T(n.inputs[2].var), 3) } else { (l.unused(), l.unused(), 1) };
         let binds = [x, w, b, Bind::T(n.outputs[0].var), Bind::T(n.inputs[k].var), Bind::T(n.inputs[k + 1].var)];
         let len = n.inputs[0].numel();
         l.dispatch("batchnorm", "bn_eval", bn_params(&n.inputs[0].shape, self.eps, 0.0, self.affine), &binds, grid_for(len, 256));

@@ -197,8 +197,8 @@ impl Op for ConvOp {
     fn lower(&self, n: &NodeRef, l: &mut Lowering) -> Result<()> {
         let geom = ConvGeom::new(&n.inputs[0].shape, &n.inputs[1].shape, self.spec)?;
         let (x, w, y) = (n.inputs[0].var, n.inputs[1].var, n.outputs[0].var);
-        let bias = if self.bias { n.inputs[2].var } else { y };
-        let binds = [Bind::T(x), Bind::T(w), Bind::T(y), Bind::T(bias)];
+        let bias = if self.bias { Bind::T(n.inputs[2].var) } else { l.unused() };
+        let binds = [Bind::T(x), Bind::T(w), Bind::T(y), bias];
         if geom.pointwise() && !self.bias {
             // y[n] = W [Cout, Cin] @ x[n] [Cin, H*W]: the tuned matmul, with W broadcast.
             let hw = geom.h * geom.w;
@@ -287,7 +287,7 @@ impl Op for ConvDxOp {
             let (rows, cols) = (geom.n * geom.h * geom.w, geom.cin_g());
             let p = geom.params(0, cols, 1, 1, qh, 1);
             // conv_tiled declares the bias binding for every mode.
-            let binds = [Bind::T(dy), Bind::T(w), Bind::T(dx), Bind::T(dx)];
+            let binds = [Bind::T(dy), Bind::T(w), Bind::T(dx), l.unused()];
             l.dispatch("conv", "conv_tiled", p, &binds, [cols.div_ceil(64) as u32, rows.div_ceil(64) as u32, geom.spec.groups as u32]);
         } else {
             let p = geom.params(0, blocks, 1, 1, qh, 0);
@@ -340,7 +340,8 @@ impl Op for ConvDwOp {
         }
         let p = geom.params(0, 0, split, rows, 1, 2);
         // conv_tiled declares the bias binding for every mode: bind the output there.
-        l.dispatch("conv", kind, p, &[Bind::T(x), Bind::T(dy), out, out], wg);
+        let un = l.unused();
+        l.dispatch("conv", kind, p, &[Bind::T(x), Bind::T(dy), out, un], wg);
         if split > 1 {
             let p = geom.params(0, 0, split, len, 1, 0);
             l.dispatch("conv", "conv_sum_split", p, &[out, Bind::T(dy), Bind::T(dw)], grid_for(len, 256));
