@@ -4,6 +4,8 @@
 //                place (momentum, unbiased variance) and num_batches_tracked (channel 0).
 //   bn_backward  one workgroup per channel: sum(dy), sum(dy * xhat), then dx, dweight, dbias.
 //   bn_eval      elementwise with the running stats.
+// The *_serial forms do the same with one thread per channel and no barriers: better when a
+// channel has few elements (small maps, many channels) and barriers are expensive.
 
 struct BnP {
     n: u32, c: u32, hw: u32, m: u32,
@@ -55,19 +57,34 @@ fn bn_sum2(lid: u32, u: f32, v: f32) -> vec2<f32> {
     return r;
 }
 
-// Offset of element e (0..m) of channel c: sample e / hw, pixel e % hw.
-fn bn_at(c: u32, e: u32) -> u32 {
-    return ((e / bp.hw) * bp.c + c) * bp.hw + e % bp.hw;
+// Thread lid visits elements lid, lid + 256, ... of its channel: (sample, pixel) pairs walked
+// without a division per element (llvmpipe scalarises integer division lane by lane).
+struct BnWalk { n: u32, p: u32, dn: u32, dp: u32 }
+
+fn bn_walk(lid: u32) -> BnWalk {
+    return BnWalk(lid / bp.hw, lid % bp.hw, 256u / bp.hw, 256u % bp.hw);
+}
+
+fn bn_next(w: BnWalk) -> BnWalk {
+    var r = BnWalk(w.n + w.dn, w.p + w.dp, w.dn, w.dp);
+    if (r.p >= bp.hw) { r.p = r.p - bp.hw; r.n = r.n + 1u; }
+    return r;
+}
+
+fn bn_off(c: u32, w: BnWalk) -> u32 {
+    return (w.n * bp.c + c) * bp.hw + w.p;
 }
 
 @compute @workgroup_size(256)
 fn bn_train(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let c = wid.x;
     var s = 0.0;
-    for (var e = lid; e < bp.m; e = e + 256u) { s = s + b1[bn_at(c, e)]; }
+    var w = bn_walk(lid);
+    for (var e = lid; e < bp.m; e = e + 256u) { s = s + b1[bn_off(c, w)]; w = bn_next(w); }
     let mean = bn_sum(lid, s) / f32(bp.m);
     var v = 0.0;
-    for (var e = lid; e < bp.m; e = e + 256u) { let d = b1[bn_at(c, e)] - mean; v = v + d * d; }
+    w = bn_walk(lid);
+    for (var e = lid; e < bp.m; e = e + 256u) { let d = b1[bn_off(c, w)] - mean; v = v + d * d; w = bn_next(w); }
     let var_b = bn_sum(lid, v) / f32(bp.m);
     let rstd = inverseSqrt(var_b + bp.eps);
     var scale = rstd;
@@ -76,9 +93,11 @@ fn bn_train(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
         scale = rstd * b2[c];
         shift = b3[c] - mean * scale;
     }
+    w = bn_walk(lid);
     for (var e = lid; e < bp.m; e = e + 256u) {
-        let i = bn_at(c, e);
+        let i = bn_off(c, w);
         b4[i] = b1[i] * scale + shift;
+        w = bn_next(w);
     }
     if (lid == 0u) {
         b5[c] = mean;
@@ -96,22 +115,26 @@ fn bn_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     let rstd = b6[c];
     var sdy = 0.0;
     var sdyx = 0.0;
+    var w = bn_walk(lid);
     for (var e = lid; e < bp.m; e = e + 256u) {
-        let i = bn_at(c, e);
+        let i = bn_off(c, w);
         let dy = b1[i];
         sdy = sdy + dy;
         sdyx = sdyx + dy * (b2[i] - mean) * rstd;
+        w = bn_next(w);
     }
     let t = bn_sum2(lid, sdy, sdyx);
-    var w = 1.0;
-    if (bp.affine != 0u) { w = b3[c]; }
-    let k = w * rstd;
+    var wt = 1.0;
+    if (bp.affine != 0u) { wt = b3[c]; }
+    let k = wt * rstd;
     let a = t.x / f32(bp.m);
     let b = t.y / f32(bp.m);
+    w = bn_walk(lid);
     for (var e = lid; e < bp.m; e = e + 256u) {
-        let i = bn_at(c, e);
+        let i = bn_off(c, w);
         let xh = (b2[i] - mean) * rstd;
         b4[i] = k * (b1[i] - a - xh * b);
+        w = bn_next(w);
     }
     if (lid == 0u && bp.affine != 0u) {
         b7[c] = t.y;
@@ -119,14 +142,93 @@ fn bn_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     }
 }
 
+// One workgroup per (sample, channel) plane (wg_linear), its threads stride over the pixels:
+// the channel comes from the workgroup id, with no division per element.
 @compute @workgroup_size(256)
 fn bn_eval(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
-    let i = elem_index(wid, nwg, lid);
-    if (i >= bp.n * bp.c * bp.hw) { return; }
-    let c = (i / bp.hw) % bp.c;
+    let plane = wg_linear(wid, nwg);
+    if (plane >= bp.n * bp.c) { return; }
+    let c = plane % bp.c;
     let rstd = inverseSqrt(b6[c] + bp.eps);
-    var y = (b1[i] - b5[c]) * rstd;
-    if (bp.affine != 0u) { y = y * b2[c] + b3[c]; }
-    b4[i] = y;
+    var scale = rstd;
+    var shift = -b5[c] * rstd;
+    if (bp.affine != 0u) {
+        scale = rstd * b2[c];
+        shift = b3[c] - b5[c] * scale;
+    }
+    for (var p = lid; p < bp.hw; p = p + 256u) {
+        let i = plane * bp.hw + p;
+        b4[i] = b1[i] * scale + shift;
+    }
+}
+
+// One thread per channel: the statistics, normalisation and running-stat update of bn_train.
+@compute @workgroup_size(64)
+fn bn_train_serial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = wid.x * 64u + lid;
+    if (c >= bp.c) { return; }
+    let stride = bp.c * bp.hw;
+    var s = 0.0;
+    for (var n = 0u; n < bp.n; n = n + 1u) {
+        let o = n * stride + c * bp.hw;
+        for (var p = 0u; p < bp.hw; p = p + 1u) { s = s + b1[o + p]; }
+    }
+    let mean = s / f32(bp.m);
+    var v = 0.0;
+    for (var n = 0u; n < bp.n; n = n + 1u) {
+        let o = n * stride + c * bp.hw;
+        for (var p = 0u; p < bp.hw; p = p + 1u) { let d = b1[o + p] - mean; v = v + d * d; }
+    }
+    let var_b = v / f32(bp.m);
+    let rstd = inverseSqrt(var_b + bp.eps);
+    var scale = rstd;
+    var shift = -mean * rstd;
+    if (bp.affine != 0u) {
+        scale = rstd * b2[c];
+        shift = b3[c] - mean * scale;
+    }
+    for (var n = 0u; n < bp.n; n = n + 1u) {
+        let o = n * stride + c * bp.hw;
+        for (var p = 0u; p < bp.hw; p = p + 1u) { b4[o + p] = b1[o + p] * scale + shift; }
+    }
+    b5[c] = mean;
+    b6[c] = rstd;
+    b7[c] = (1.0 - bp.momentum) * b7[c] + bp.momentum * mean;
+    b8[c] = (1.0 - bp.momentum) * b8[c] + bp.momentum * var_b * bp.unbias;
+    if (c == 0u) { bcount[0] = bcount[0] + 1u; }
+}
+
+@compute @workgroup_size(64)
+fn bn_backward_serial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = wid.x * 64u + lid;
+    if (c >= bp.c) { return; }
+    let stride = bp.c * bp.hw;
+    let mean = b5[c];
+    let rstd = b6[c];
+    var sdy = 0.0;
+    var sdyx = 0.0;
+    for (var n = 0u; n < bp.n; n = n + 1u) {
+        let o = n * stride + c * bp.hw;
+        for (var p = 0u; p < bp.hw; p = p + 1u) {
+            let dy = b1[o + p];
+            sdy = sdy + dy;
+            sdyx = sdyx + dy * (b2[o + p] - mean) * rstd;
+        }
+    }
+    var wt = 1.0;
+    if (bp.affine != 0u) { wt = b3[c]; }
+    let k = wt * rstd;
+    let a = sdy / f32(bp.m);
+    let b = sdyx / f32(bp.m);
+    for (var n = 0u; n < bp.n; n = n + 1u) {
+        let o = n * stride + c * bp.hw;
+        for (var p = 0u; p < bp.hw; p = p + 1u) {
+            b4[o + p] = k * (b1[o + p] - a - (b2[o + p] - mean) * rstd * b);
+        }
+    }
+    if (bp.affine != 0u) {
+        b7[c] = sdyx;
+        b8[c] = sdy;
+    }
 }

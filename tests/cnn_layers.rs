@@ -36,6 +36,17 @@ const CONV_CASES: &[ConvCase] = &[
     ([2, 3, 6, 6], [4, 3, 2, 2], 2, 0, 1, true),
     // wide enough for several channel blocks and pixel workgroups
     ([2, 17, 11, 13], [19, 17, 3, 3], 1, 1, 1, false),
+    // widths that are multiples of 4 with stride 1 (the vec4 weight-gradient kernel): 3x3,
+    // 5x5, grouped, and 1x1 with bias
+    ([2, 5, 6, 8], [9, 5, 3, 3], 1, 1, 1, false),
+    ([1, 3, 5, 8], [4, 3, 5, 5], 1, 2, 1, false),
+    ([2, 6, 5, 4], [6, 2, 3, 3], 1, 1, 3, false),
+    ([2, 4, 3, 8], [6, 4, 1, 1], 1, 0, 1, true),
+    // 1x1 over 64 pixels: forward and input gradient through the matmul; grouped 1x1
+    ([2, 8, 8, 8], [12, 8, 1, 1], 1, 0, 1, false),
+    ([2, 6, 4, 4], [9, 2, 1, 1], 1, 0, 3, true),
+    // no padding: the stride-1 input gradient pads dy by K-1
+    ([2, 3, 7, 9], [4, 3, 3, 3], 1, 0, 1, false),
 ];
 
 fn check_conv(c: &Context, what: &'static str) {
@@ -62,6 +73,20 @@ fn conv2d_tiled_kernels() {
     let c = ctx();
     let c = c.with_profile(KernelProfile { matmul: MatmulVariant::Tiled, ..c.profile.clone() });
     check_conv(&c, "conv2d (tiled)");
+}
+
+#[test]
+fn depthwise_vec4_kernels() {
+    // Stride 1, width kept, widths of whole vec4s: the vec4 depthwise kernels, with rows of one
+    // and a half 8-pixel blocks, 7x7, and vertical padding other than "same".
+    for (xs, k, pad) in
+        [([2usize, 5, 6, 8], 3usize, [1usize, 1usize]), ([1, 3, 5, 12], 7, [3, 3]), ([2, 4, 5, 4], 3, [0, 1]), ([1, 2, 3, 4], 5, [2, 2])]
+    {
+        let c = xs[1];
+        let spec = Conv2dSpec { stride: [1, 1], padding: pad, groups: c };
+        OpCase::new("depthwise vec4", vec![rand_tensor(&xs, 6), rand_tensor(&[c, 1, k, k], 7), rand_tensor(&[c], 8)])
+            .check(|g, v| g.conv2d(v[0], v[1], Some(v[2]), spec));
+    }
 }
 
 #[test]

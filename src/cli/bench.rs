@@ -3,9 +3,11 @@
 
 use crate::error::Result;
 use crate::gpu::{Context, KernelProfile, MatmulVariant};
-use crate::graph::{Graph, Plan};
+use crate::graph::{Graph, Plan, PlanStats};
+use crate::nn::Fwd;
 use crate::ops::AttnImpl;
 use crate::ops::conv::{Conv2dSpec, ConvGeom};
+use crate::optim::{OptimState, Optimizer};
 use crate::store::Store;
 use std::time::Instant;
 
@@ -91,7 +93,10 @@ pub fn conv_benches() -> Vec<ConvBench> {
         ConvBench { label: "resnet20 layer2 3x3 32->32 16x16", x: [64, 32, 16, 16], w: [32, 32, 3, 3], spec: Conv2dSpec::new(1, 1, 1) },
         ConvBench { label: "downsample 1x1/2 16->32", x: [64, 16, 32, 32], w: [32, 16, 1, 1], spec: Conv2dSpec::new(2, 0, 1) },
         ConvBench { label: "pointwise 1x1 64->128 8x8", x: [64, 64, 8, 8], w: [128, 64, 1, 1], spec: Conv2dSpec::new(1, 0, 1) },
+        ConvBench { label: "pointwise 1x1 96->576 4x4", x: [64, 96, 4, 4], w: [576, 96, 1, 1], spec: Conv2dSpec::new(1, 0, 1) },
+        ConvBench { label: "pointwise 1x1 160->960 2x2", x: [64, 160, 2, 2], w: [960, 160, 1, 1], spec: Conv2dSpec::new(1, 0, 1) },
         ConvBench { label: "depthwise 3x3 96ch 16x16", x: [64, 96, 16, 16], w: [96, 1, 3, 3], spec: Conv2dSpec::new(1, 1, 96) },
+        ConvBench { label: "depthwise 7x7 80ch 8x8", x: [64, 80, 8, 8], w: [80, 1, 7, 7], spec: Conv2dSpec::new(1, 3, 80) },
     ]
 }
 
@@ -126,6 +131,58 @@ pub fn conv_times(ctx: &Context, b: &ConvBench) -> Result<[f64; 3]> {
         *out = time_plan(ctx, &plan, iters, 3)?;
     }
     Ok(out)
+}
+
+/// What one training step of a model costs.
+pub struct StepReport {
+    pub train_s: f64,
+    pub eval_s: f64,
+    pub train: PlanStats,
+    pub eval: PlanStats,
+    pub flops: u64,
+    /// Seconds per op kind (`op:kernel`) of the train step, dispatches run one by one.
+    pub profile: Vec<(String, f64, usize)>,
+}
+
+/// A ResNet-20-style training step (forward, backward, SGD with momentum and weight decay) of
+/// `model` at `batch` images of 32x32x3, 100 classes; and its eval forward for comparison.
+pub fn model_step(ctx: &Context, model: &str, batch: usize) -> Result<StepReport> {
+    let mut store = Store::new(0);
+    let net = crate::models::build(model, &mut store, "", &crate::models::ModelConfig::new(3, 32, 100))?;
+    store.upload(ctx)?;
+    let state = OptimState::register(&mut store, "opt")?;
+    let mut g = Graph::new();
+    let x = g.input("x", &[batch, 3, 32, 32])?;
+    let y = g.labels("y", &[batch], 100)?;
+    let step = g.input_u32("step", &[1])?;
+    let out = net.forward(&mut g, x, Fwd::train(step, 0))?;
+    let loss = g.cross_entropy(out.logits, y, 0.0)?;
+    g.keep(loss);
+    let grads = g.backward(loss)?;
+    let flops = g.flops();
+    Optimizer::sgd(0.05, 0.9, 5e-4).apply(&mut g, &mut store, &state, &grads)?;
+    let train = Plan::compile(ctx, &g, &mut store, "train step")?;
+    let xv: Vec<f32> = (0..batch * 3 * 32 * 32).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+    let yv: Vec<u32> = (0..batch as u32).map(|i| i * 7 % 100).collect();
+    train.write(x, &xv)?;
+    train.write_u32(y, &yv)?;
+    let mut ge = Graph::new();
+    let xe = ge.input("x", &[batch, 3, 32, 32])?;
+    let oe = net.forward(&mut ge, xe, Fwd::eval())?;
+    ge.keep(oe.logits);
+    let eval = Plan::compile(ctx, &ge, &mut store, "eval")?;
+    eval.write(xe, &xv)?;
+    let train_s = time_plan(ctx, &train, 2, 3)?;
+    let eval_s = time_plan(ctx, &eval, 2, 3)?;
+    let mut by_kind: std::collections::BTreeMap<String, (f64, usize)> = Default::default();
+    for (label, t) in train.profile_dispatches()? {
+        let e = by_kind.entry(label).or_default();
+        e.0 += t;
+        e.1 += 1;
+    }
+    let mut profile: Vec<(String, f64, usize)> = by_kind.into_iter().map(|(k, (t, n))| (k, t, n)).collect();
+    profile.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap());
+    Ok(StepReport { train_s, eval_s, train: train.stats().clone(), eval: eval.stats().clone(), flops, profile })
 }
 
 /// CPU seconds this process has used (user + system), from /proc on Linux. Software adapters
@@ -258,6 +315,23 @@ pub fn run(ctx: &Context, what: &str, sizes: &[usize]) -> Result<()> {
                 3.0 * f / tot / 1e9,
                 tot * 1e3
             );
+        }
+    }
+    if what == "resnet20-step" || what == "all" {
+        let r = model_step(ctx, "resnet20", 64)?;
+        println!("resnet20 train step, batch 64, 32x32x3 (forward + backward + SGD), median of 3:");
+        println!(
+            "  {:.1} ms/step, {:.2} GFLOP/s ({:.2} GFLOP fwd+bwd); {}",
+            r.train_s * 1e3,
+            r.flops as f64 / r.train_s / 1e9,
+            r.flops as f64 / 1e9,
+            r.train
+        );
+        println!("  eval forward: {:.1} ms, {}", r.eval_s * 1e3, r.eval);
+        let total: f64 = r.profile.iter().map(|p| p.1).sum();
+        println!("  train step by kernel (dispatches run one at a time, {:.0} ms in all):", total * 1e3);
+        for (k, t, n) in r.profile.iter().take(14) {
+            println!("    {k:<40} {n:>4} x {:>9.1} ms  {:>5.1}%", t * 1e3, 100.0 * t / total);
         }
     }
     if what == "dispatch" || what == "all" {

@@ -24,8 +24,7 @@ pub enum Command {
     Info,
     /// Measure kernel throughput and dispatch cost on this adapter.
     Bench {
-        /// matmul, conv, dispatch or all
-        /// matmul, dispatch, attention, vit-step or all
+        /// matmul, conv, resnet20-step, dispatch, attention, vit-step or all
         #[arg(default_value = "all")]
         what: String,
         /// Matrix sizes for the matmul benchmark.
@@ -137,6 +136,28 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         test_limit: usize,
     },
+    /// Linear CKA between every teacher stage and every student stage (JSON + PNG heatmap).
+    Cka {
+        #[arg(long)]
+        teacher: String,
+        #[arg(long)]
+        teacher_weights: PathBuf,
+        #[arg(long)]
+        student: String,
+        #[arg(long)]
+        student_weights: PathBuf,
+        #[arg(long, default_value = "bundled")]
+        data: String,
+        /// Input side the model was trained at (0: the data's own size).
+        #[arg(long, default_value_t = 0)]
+        img_size: usize,
+        /// Test images to compare on.
+        #[arg(long, default_value_t = 256)]
+        images: usize,
+        /// Folder for cka.json and cka.png.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
     /// Top-1/top-5 accuracy and loss of a checkpoint on a dataset's test split.
     Eval {
         #[arg(long)]
@@ -145,7 +166,8 @@ pub enum Command {
         weights: PathBuf,
         #[arg(long, default_value = "bundled")]
         data: String,
-        #[arg(long, default_value_t = 32)]
+        /// Input side the model was trained at (0: the data's own size).
+        #[arg(long, default_value_t = 0)]
         img_size: usize,
         #[arg(long, default_value_t = 100)]
         batch: usize,
@@ -258,6 +280,24 @@ pub fn main() -> Result<()> {
         Some(Command::ObowWords { weights, data, out, level, words, per_word, seed, test_limit }) => {
             let ctx = Context::new()?;
             obow::words_cmd(&ctx, &weights, data.as_deref(), &out, level, words, per_word, seed, test_limit)?;
+        }
+        Some(Command::Cka { teacher, teacher_weights, student, student_weights, data, img_size, images, out }) => {
+            let ctx = Context::new()?;
+            let r = train::cka(&ctx, &teacher, &teacher_weights, &student, &student_weights, &data, img_size, images, &out)?;
+            println!("linear CKA on {} test images ({} stages x {} stages) | adapter: {}", r.images, teacher, student, ctx.adapter);
+            print!("{:>18}", "teacher \\ student");
+            for c in &r.student_stages {
+                print!("{c:>10}");
+            }
+            println!();
+            for (i, row) in r.teacher_stages.iter().enumerate() {
+                print!("{row:>18}");
+                for j in 0..r.student_stages.len() {
+                    print!("{:>10.3}", r.values[i * r.student_stages.len() + j]);
+                }
+                println!();
+            }
+            println!("wrote {} and {}", out.join("cka.json").display(), out.join("cka.png").display());
         }
         Some(Command::Eval { model, weights, data, img_size, batch }) => {
             let ctx = Context::new()?;

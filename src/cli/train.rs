@@ -5,11 +5,11 @@ use crate::checkpoint;
 use crate::data::{DataSpec, LoadOptions, Splits};
 use crate::error::{Error, Result};
 use crate::gpu::Context;
-use crate::train::TrainConfig;
 use crate::train::report::{self, EpochRecord};
 use crate::graph::PlanStats;
 use crate::train::obow::ObowSession;
 use crate::train::session::{DataInfo, EvalResult, Session, TrainMetrics};
+use crate::train::{DistillConfig, TrainConfig};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
@@ -474,4 +474,56 @@ pub fn eval(ctx: &Context, model: &str, weights: &Path, data: &str, img_size: us
     let t = checkpoint::read(weights)?;
     checkpoint::load_into(&s.store, crate::train::session::STUDENT, &t, &weights.display().to_string(), &Default::default())?;
     s.evaluate()
+}
+
+/// `webdistill cka`: linear CKA between every teacher stage and every student stage on the
+/// first `images` test images; prints the matrix and writes `cka.json` and `cka.png` in `out`.
+#[allow(clippy::too_many_arguments)]
+pub fn cka(
+    ctx: &Context,
+    teacher: &str,
+    teacher_weights: &Path,
+    student: &str,
+    student_weights: &Path,
+    data: &str,
+    img_size: usize,
+    images: usize,
+    out: &Path,
+) -> Result<crate::train::session::CkaResult> {
+    let cfg = TrainConfig {
+        model: student.into(),
+        data: data.into(),
+        img_size,
+        epochs: 1,
+        distill: Some(DistillConfig {
+            method: "none".into(),
+            teacher: teacher.into(),
+            teacher_weights: teacher_weights.display().to_string(),
+            ..Default::default()
+        }),
+        ..TrainConfig::default()
+    };
+    let splits = load_data(data, &cfg)?;
+    let tw = checkpoint::read(teacher_weights)?;
+    let mut s = Session::new(ctx, cfg, &splits, Some(&tw))?;
+    let sw = checkpoint::read(student_weights)?;
+    checkpoint::load_into(&s.store, crate::train::session::STUDENT, &sw, &student_weights.display().to_string(), &Default::default())?;
+    let r = pollster::block_on(s.cka_async(images))?;
+    std::fs::create_dir_all(out).map_err(|e| Error::file(out, e))?;
+    let json = serde_json::json!({
+        "teacher": teacher, "student": student, "images": r.images, "adapter": ctx.adapter.to_string(),
+        "rows": r.teacher_stages, "cols": r.student_stages,
+        "cka": r.values.chunks(r.student_stages.len()).map(|c| c.to_vec()).collect::<Vec<_>>(),
+    });
+    checkpoint::write_atomic(&out.join("cka.json"), serde_json::to_string_pretty(&json).unwrap().as_bytes())?;
+    report::heatmap(
+        &out.join("cka.png"),
+        &format!("Linear CKA, {} images", r.images),
+        &r.values,
+        &r.teacher_stages,
+        &r.student_stages,
+        "teacher stage",
+        "student stage",
+    )?;
+    Ok(r)
 }

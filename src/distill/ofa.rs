@@ -12,7 +12,8 @@
 //! Where we depart from OFAKD, and why:
 //! - OFAKD's final token grid is 7 because its inputs are 224 px (CIFAR upsampled). Our 32-px
 //!   models keep their native size, so the final grid is `img / 8` below 112 px (4 at 32 px,
-//!   the grid the CNN branches of CIFAR ResNets end on), 7 above.
+//!   the grid the CNN branches of CIFAR ResNets end on), 7 above; merging stops early at an odd
+//!   grid (28-px inputs with patch 4 give 7x7, which is not merged).
 //! - A token stage that needs no merge but whose width differs from the student's final width
 //!   (Swin's middle stages at 32 px) gets a Linear projection; OFAKD would fail there.
 //! - Students with fewer than four stages (CIFAR ResNets) use `n_stages - s` where OFAKD has
@@ -155,7 +156,14 @@ impl OfaBranches {
                         )));
                     }
                     let fin = final_grid(student.config().img_size);
-                    let merges_n = if grid > fin { ((grid as f64 / fin as f64).log2().floor() as usize).max(0) } else { 0 };
+                    // OFAKD merges floor(log2(grid / final)) times; a merge halves an even grid,
+                    // so an odd grid (7x7 patches of a 28-px image) stops merging there.
+                    let mut merges_n = 0;
+                    let mut gr = grid;
+                    while gr % 2 == 0 && gr / 2 >= fin {
+                        merges_n += 1;
+                        gr /= 2;
+                    }
                     let mut merges = Vec::new();
                     let mut width = dim;
                     for i in 0..merges_n {

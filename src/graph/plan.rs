@@ -11,6 +11,11 @@ use crate::store::{Store, Which};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
+#[cfg(not(target_arch = "wasm32"))]
+fn web_time_now() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
 /// What a compiled plan costs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PlanStats {
@@ -591,6 +596,30 @@ impl Plan {
             self.ctx.wait()?;
         }
         self.ctx.check("running a plan dispatch by dispatch")
+    }
+
+    /// Seconds each dispatch takes when run alone (submitted and waited on one by one), with
+    /// its label (`op:entry`), for finding where a step's time goes. Includes the per-submit
+    /// cost (PLATFORM.md: 130-280 us on lavapipe), so it is for kernels that take milliseconds.
+    #[doc(hidden)]
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn profile_dispatches(&self) -> Result<Vec<(String, f64)>> {
+        let mut out = Vec::with_capacity(self.cmds.len());
+        for (c, label) in self.cmds.iter().zip(&self.cmd_labels) {
+            let t = web_time_now();
+            let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+                pass.set_pipeline(&c.pipeline);
+                pass.set_bind_group(0, &c.bind_group, &[]);
+                pass.dispatch_workgroups(c.groups[0], c.groups[1], c.groups[2]);
+            }
+            self.ctx.queue.submit([enc.finish()]);
+            self.ctx.wait()?;
+            out.push((label.clone(), t.elapsed().as_secs_f64()));
+        }
+        self.ctx.check("profiling a plan")?;
+        Ok(out)
     }
 
     /// Start reading several tensors back (one copy, one mapping). Take the values later with

@@ -4,7 +4,7 @@
 //! Kernels in `shaders/batchnorm.wgsl`.
 
 use crate::error::{Error, Result};
-use crate::graph::lower::grid_for;
+use crate::graph::lower::grid;
 use crate::graph::{Bind, CpuTensor, DType, Graph, Lowering, NodeRef, Op, Params, Var};
 use std::sync::Arc;
 
@@ -30,6 +30,14 @@ fn bn_params(shape: &[usize], eps: f32, momentum: f32, affine: bool) -> Params {
     let m = n * hw;
     let unbias = if m > 1 { m as f32 / (m - 1) as f32 } else { 1.0 };
     Params::new().u(n).u(c).u(hw).u(m).f(eps).f(momentum).f(unbias).u(affine as usize)
+}
+
+/// Workgroups of the per-channel kernels, and whether the one-thread-per-channel form runs:
+/// channels of at most `serial_row_max` elements (4096 on software adapters, where barriers
+/// are expensive; 256 on GPUs), else a 256-thread workgroup per channel.
+fn bn_grid(l: &Lowering, shape: &[usize]) -> ([u32; 3], bool) {
+    let (n, c, hw) = nchw(shape);
+    if n * hw <= l.profile().serial_row_max { ([c.div_ceil(64) as u32, 1, 1], true) } else { ([c as u32, 1, 1], false) }
 }
 
 /// Per-channel mean and biased variance of an NCHW tensor.
@@ -122,8 +130,8 @@ impl Op for BnTrainOp {
             Bind::T(rest[1].var),
             Bind::T(rest[2].var),
         ];
-        let c = n.inputs[0].shape[1];
-        l.dispatch("batchnorm", "bn_train", bn_params(&n.inputs[0].shape, self.eps, self.momentum, self.affine), &binds, [c as u32, 1, 1]);
+        let (p, grid) = (bn_params(&n.inputs[0].shape, self.eps, self.momentum, self.affine), bn_grid(l, &n.inputs[0].shape));
+        l.dispatch("batchnorm", if grid.1 { "bn_train_serial" } else { "bn_train" }, p, &binds, grid.0);
         Ok(())
     }
     fn cpu(&self, _n: &NodeRef, x: &[&CpuTensor]) -> Result<Vec<CpuTensor>> {
@@ -153,10 +161,13 @@ impl Op for BnBackOp {
     fn lower(&self, n: &NodeRef, l: &mut Lowering) -> Result<()> {
         let i = |k: usize| Bind::T(n.inputs[k].var);
         let dx = Bind::T(n.outputs[0].var);
-        let (w, dw, db) = if self.affine { (i(4), Bind::T(n.outputs[1].var), Bind::T(n.outputs[2].var)) } else { (l.unused(), l.unused(), l.unused()) };
+        // Without affine parameters the kernel ignores the weight and its gradients:
+        // placeholders, never other tensors of the dispatch (WebGPU forbids overlaps).
+        let (w, dw, db) =
+            if self.affine { (i(4), Bind::T(n.outputs[1].var), Bind::T(n.outputs[2].var)) } else { (l.unused(), l.unused(), l.unused()) };
         let binds = [i(0), i(1), w, dx, i(2), i(3), dw, db];
-        let c = n.inputs[0].shape[1];
-        l.dispatch("batchnorm", "bn_backward", bn_params(&n.inputs[0].shape, 0.0, 0.0, self.affine), &binds, [c as u32, 1, 1]);
+        let (p, grid) = (bn_params(&n.inputs[0].shape, 0.0, 0.0, self.affine), bn_grid(l, &n.inputs[0].shape));
+        l.dispatch("batchnorm", if grid.1 { "bn_backward_serial" } else { "bn_backward" }, p, &binds, grid.0);
         Ok(())
     }
 }
@@ -207,8 +218,8 @@ impl Op for BnEvalOp {
         let x = Bind::T(n.inputs[0].var);
         let (w, b, k) = if self.affine { (Bind::T(n.inputs[1].var), Bind::T(n.inputs[2].var), 3) } else { (l.unused(), l.unused(), 1) };
         let binds = [x, w, b, Bind::T(n.outputs[0].var), Bind::T(n.inputs[k].var), Bind::T(n.inputs[k + 1].var)];
-        let len = n.inputs[0].numel();
-        l.dispatch("batchnorm", "bn_eval", bn_params(&n.inputs[0].shape, self.eps, 0.0, self.affine), &binds, grid_for(len, 256));
+        let shape = &n.inputs[0].shape;
+        l.dispatch("batchnorm", "bn_eval", bn_params(shape, self.eps, 0.0, self.affine), &binds, grid(shape[0] * shape[1]));
         Ok(())
     }
     fn cpu(&self, _n: &NodeRef, x: &[&CpuTensor]) -> Result<Vec<CpuTensor>> {

@@ -71,7 +71,7 @@ impl Op for Ln2dOp {
     }
     fn lower(&self, n: &NodeRef, l: &mut Lowering) -> Result<()> {
         let x = Bind::T(n.inputs[0].var);
-        let (w, b) = if self.affine { (Bind::T(n.inputs[1].var), Bind::T(n.inputs[2].var)) } else { (x, x) };
+        let (w, b) = if self.affine { (Bind::T(n.inputs[1].var), Bind::T(n.inputs[2].var)) } else { (l.unused(), l.unused()) };
         let binds = [x, w, b, Bind::T(n.outputs[0].var), Bind::T(n.outputs[1].var), Bind::T(n.outputs[2].var)];
         let rows = n.outputs[1].numel();
         l.dispatch("layernorm2d", "ln2d_fwd", params(&n.inputs[0].shape, self.affine, self.eps), &binds, grid_for(rows, 64));
@@ -99,7 +99,7 @@ impl Op for Ln2dDxOp {
     }
     fn lower(&self, n: &NodeRef, l: &mut Lowering) -> Result<()> {
         let i = |k: usize| Bind::T(n.inputs[k].var);
-        let w = if self.affine { i(4) } else { i(0) };
+        let w = if self.affine { i(4) } else { l.unused() };
         let binds = [i(0), i(1), w, Bind::T(n.outputs[0].var), i(2), i(3)];
         let rows = n.inputs[2].numel();
         l.dispatch("layernorm2d", "ln2d_dx", params(&n.inputs[0].shape, self.affine, 0.0), &binds, grid_for(rows, 64));
@@ -121,7 +121,8 @@ impl Op for Ln2dDwbOp {
     fn lower(&self, n: &NodeRef, l: &mut Lowering) -> Result<()> {
         let i = |k: usize| Bind::T(n.inputs[k].var);
         let (dw, db) = (Bind::T(n.outputs[0].var), Bind::T(n.outputs[1].var));
-        let binds = [i(0), i(1), dw, dw, i(2), i(3), dw, db];
+        // Bindings 3 (weight), 4 (dx) of the shared layout are unused here: placeholders.
+        let binds = [i(0), i(1), l.unused(), l.unused(), i(2), i(3), dw, db];
         let c = n.inputs[0].shape[1];
         l.dispatch("layernorm2d", "ln2d_dwb", params(&n.inputs[0].shape, true, 0.0), &binds, [c as u32, 1, 1]);
         Ok(())

@@ -52,6 +52,12 @@ fn reduce_params(shape: &[usize], axes: &[usize], scale: f32) -> (Params, usize,
     (p, n_out, r)
 }
 
+/// Whether a reduction of `r` elements into `n_out` outputs should use a workgroup per output.
+pub(crate) fn wide_reduction(l: &Lowering, r: usize, n_out: usize) -> bool {
+    let software = l.ctx.adapter.software;
+    if software { n_out < 8 && r >= 256 } else { r > l.profile().serial_row_max || (r >= 1024 && n_out < 2048) }
+}
+
 /// f64 reference: reduce `x` over `axes` with `f` (returns values and argmax indices).
 fn reduce_cpu(x: &CpuTensor, axes: &[usize], kind: Reduce) -> (Vec<f64>, Vec<usize>) {
     let kept: Vec<usize> = (0..x.shape.len()).filter(|d| !axes.contains(d)).collect();
@@ -124,9 +130,10 @@ impl Op for ReduceOp {
         let (x, y) = (Bind::T(n.inputs[0].var), Bind::T(n.outputs[0].var));
         match self.kind {
             Reduce::Max => l.dispatch("reduce", "reduce_max_serial", p, &[x, y, Bind::T(n.outputs[1].var)], grid_for(n_out, 256)),
-            _ if r > l.profile().serial_row_max || (r >= 1024 && n_out < 2048) => {
-                l.dispatch("reduce", "reduce_wg", p, &[x, y], grid(n_out))
-            }
+            // A workgroup per output pays barriers and strided reads; it only wins when there are
+            // too few outputs to fill the GPU. Software adapters run lanes in lockstep, where a
+            // thread per output reading neighbouring columns is much better.
+            _ if wide_reduction(l, r, n_out) => l.dispatch("reduce", "reduce_wg", p, &[x, y], grid(n_out)),
             _ => l.dispatch("reduce", "reduce_serial", p, &[x, y], grid_for(n_out, 256)),
         }
         Ok(())

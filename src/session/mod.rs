@@ -6,6 +6,7 @@
 //! the page awaits them and the browser keeps running between steps. Session kinds are made by
 //! name with [`create`]: adding one (distillation, OBoW) is an `impl Session` plus a match arm.
 
+pub mod distill;
 pub mod mlp;
 
 use crate::error::{Error, Result};
@@ -62,14 +63,14 @@ pub trait Session {
 pub type Assets = std::collections::BTreeMap<String, Vec<u8>>;
 
 /// Session kinds [`create`] knows.
-pub const KINDS: &[&str] = &["mlp"];
+pub const KINDS: &[&str] = &["mlp", "distill"];
 
 /// Build a session of the named kind. `config` is a JSON object of the kind's settings (missing
 /// fields take their defaults; unknown fields are an error, so typos do not pass silently).
 pub fn create(ctx: &Context, kind: &str, config: &serde_json::Value, assets: &Assets) -> Result<Box<dyn Session>> {
-    let _ = assets;
     match kind {
         "mlp" => Ok(Box::new(mlp::MlpSession::new(ctx, parse_config(kind, config)?)?)),
+        "distill" => Ok(Box::new(distill::DistillSession::new(ctx, parse_config(kind, config)?, assets)?)),
         _ => Err(Error::usage(format!("unknown session kind '{kind}' (known: {})", KINDS.join(", ")))),
     }
 }

@@ -173,7 +173,7 @@ impl Default for TrainConfig {
         TrainConfig {
             model: "resnet20".into(),
             data: "bundled".into(),
-            img_size: 32,
+            img_size: 0,
             epochs: 10,
             batch: 64,
             opt: "adamw".into(),

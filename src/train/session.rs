@@ -75,6 +75,36 @@ pub struct Session {
     pub step: usize,
     /// Student outputs of the last training batch, for hosts that render them.
     pub train_outputs: Vec<Var>,
+    test_gpu: GpuData,
+    mean: Vec<f32>,
+    std: Vec<f32>,
+    /// Compiled on first use: CKA over a fixed number of test images, and single-image
+    /// predictions.
+    cka_plan: Option<(usize, Plan, Var, Var)>,
+    predict_plan: Option<PredictPlan>,
+}
+
+struct PredictPlan {
+    plan: Plan,
+    input: Var,
+    student: Var,
+    teacher: Option<Var>,
+}
+
+/// CKA between every teacher stage (rows) and student stage (columns).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CkaResult {
+    pub values: Vec<f32>,
+    pub teacher_stages: Vec<String>,
+    pub student_stages: Vec<String>,
+    pub images: usize,
+}
+
+/// Class probabilities for one image.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prediction {
+    pub student: Vec<f32>,
+    pub teacher: Option<Vec<f32>>,
 }
 
 /// Per-channel normalisation of a dataset (computed on the training split).
@@ -141,7 +171,10 @@ impl Session {
         let mcfg = ModelConfig { drop_path: cfg.drop_path, ..ModelConfig::new(data.channels, size, data.classes) };
         let student = models::build(&cfg.model, &mut store, STUDENT, &mcfg)?;
         let distill = cfg.distill.clone().filter(|d| d.method != "none");
-        let teacher = match &distill {
+        // A teacher is built when distilling, and also for a plain run that names one with its
+        // weights (so the run can be compared with it: CKA, predictions).
+        let want_teacher = cfg.distill.as_ref().filter(|d| !d.teacher.is_empty() && (distill.is_some() || teacher_weights.is_some()));
+        let teacher = match want_teacher {
             Some(d) => Some(models::build(&d.teacher, &mut store, TEACHER, &ModelConfig::new(data.channels, size, data.classes))?),
             None => None,
         };
@@ -178,9 +211,9 @@ impl Session {
         };
         let batch = g.batch(&train_gpu, &spec, step, seed)?;
         let out = student.forward(&mut g, batch.images, Fwd::train(step, seed32(seed)))?;
-        let t_out = match &teacher {
-            Some(t) => Some(t.forward(&mut g, batch.images, Fwd::eval())?),
-            None => None,
+        let t_out = match (&teacher, &distill) {
+            (Some(t), Some(_)) => Some(t.forward(&mut g, batch.images, Fwd::eval())?),
+            _ => None,
         };
         let Terms { total, named } =
             objective.loss(&mut g, &out, t_out.as_ref(), batch.labels, batch.soft_targets, Fwd::train(step, seed32(seed)))?;
@@ -242,6 +275,11 @@ impl Session {
             total_steps,
             step: 0,
             train_outputs,
+            test_gpu,
+            mean,
+            std,
+            cka_plan: None,
+            predict_plan: None,
         })
     }
 
@@ -308,6 +346,95 @@ impl Session {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn evaluate(&mut self) -> Result<EvalResult> {
         pollster::block_on(self.evaluate_async())
+    }
+
+    /// CKA between the teacher's and the student's stage features on the first `images` test
+    /// images (eval mode), computed on the GPU.
+    pub async fn cka_async(&mut self, images: usize) -> Result<CkaResult> {
+        let teacher = self.teacher.as_ref().ok_or_else(|| Error::usage("CKA needs a teacher (give --teacher and its weights)"))?;
+        let n = images.clamp(2, self.data.test_images);
+        if self.cka_plan.as_ref().map(|c| c.0) != Some(n) {
+            let mut g = Graph::new();
+            let counter = g.state(&self.eval_counter);
+            let spec = BatchSpec { size: self.test_gpu.h, out_size: self.data.size, ..BatchSpec::eval(n).normalize(&self.mean, &self.std) };
+            let b = g.batch(&self.test_gpu, &spec, counter, self.cfg.seed)?;
+            let t = teacher.forward(&mut g, b.images, Fwd::eval())?;
+            let s = self.student.forward(&mut g, b.images, Fwd::eval())?;
+            let m = crate::distill::cka::cka_matrix(&mut g, &t.features, &s.features)?;
+            g.keep(m);
+            let plan = Plan::compile(&self.ctx, &g, &mut self.store, "cka")?;
+            self.cka_plan = Some((n, plan, m, counter));
+        }
+        let (_, plan, m, _) = self.cka_plan.as_ref().unwrap();
+        self.store.write_state(&self.eval_counter, &[0.0])?;
+        plan.step()?;
+        let values = plan.request(&[*m])?.take(&self.ctx).await?.remove(0);
+        let names = |k: usize| (1..=k).map(|i| format!("stage {i}")).collect::<Vec<_>>();
+        Ok(CkaResult {
+            values,
+            teacher_stages: names(teacher.feature_shapes().len()),
+            student_stages: names(self.student.feature_shapes().len()),
+            images: n,
+        })
+    }
+
+    /// Class probabilities of the student (and teacher) for one image given as raw pixels in
+    /// [0, 1], `channels x h x w` at the data's size: padded and normalised as training did.
+    pub async fn predict_async(&mut self, pixels: &[f32]) -> Result<Prediction> {
+        let (c, h) = (self.data.channels, self.test_gpu.h);
+        if pixels.len() != c * h * h {
+            return Err(Error::BadInput {
+                tensor: "image".into(),
+                msg: format!("expected {c}x{h}x{h} = {} values, got {}", c * h * h, pixels.len()),
+            });
+        }
+        let s = self.data.size;
+        let pad = (s - h) / 2;
+        let mut x = vec![0.0f32; c * s * s];
+        for ch in 0..c {
+            let (m, sd) = (self.mean[ch.min(self.mean.len() - 1)], self.std[ch.min(self.std.len() - 1)]);
+            for yy in 0..s {
+                for xx in 0..s {
+                    let inside = yy >= pad && yy < pad + h && xx >= pad && xx < pad + h;
+                    let v = if inside { pixels[(ch * h + yy - pad) * h + xx - pad] } else { 0.0 };
+                    x[(ch * s + yy) * s + xx] = (v - m) / sd;
+                }
+            }
+        }
+        if self.predict_plan.is_none() {
+            let mut g = Graph::new();
+            let input = g.input("image", &[1, c, s, s])?;
+            let so = self.student.forward(&mut g, input, Fwd::eval())?;
+            let student = g.softmax(so.logits)?;
+            g.keep(student);
+            let teacher = match &self.teacher {
+                Some(t) => {
+                    let to = t.forward(&mut g, input, Fwd::eval())?;
+                    let p = g.softmax(to.logits)?;
+                    Some(g.keep(p))
+                }
+                None => None,
+            };
+            let plan = Plan::compile(&self.ctx, &g, &mut self.store, "predict")?;
+            self.predict_plan = Some(PredictPlan { plan, input, student, teacher });
+        }
+        let p = self.predict_plan.as_ref().unwrap();
+        p.plan.write(p.input, &x)?;
+        p.plan.step()?;
+        let mut vars = vec![p.student];
+        vars.extend(p.teacher);
+        let mut vals = p.plan.request(&vars)?.take(&self.ctx).await?;
+        let teacher = if vals.len() > 1 { Some(vals.remove(1)) } else { None };
+        Ok(Prediction { student: vals.remove(0), teacher })
+    }
+
+    /// Raw pixels in [0, 1] and the label of test image `i` (for display and `predict_async`).
+    pub fn test_image(&self, splits: &Splits, i: usize) -> Result<(Vec<f32>, u32)> {
+        let ds = &splits.test;
+        if i >= ds.n {
+            return Err(Error::BadInput { tensor: "index".into(), msg: format!("test image {i} of {}", ds.n) });
+        }
+        Ok((ds.image(i).iter().map(|&v| v as f32 / 255.0).collect(), ds.labels[i]))
     }
 
     /// The student as a PyTorch-compatible safetensors file (branches excluded).
