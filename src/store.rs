@@ -485,7 +485,10 @@ impl Store {
         let mut total = 0u64;
         for (s, d) in pairs {
             if s.shape() != d.shape() {
-                return Err(Error::shape("copy_params", format!("'{}' {:?} and '{}' {:?} differ", s.name(), s.shape(), d.name(), d.shape())));
+                return Err(Error::shape(
+                    "copy_params",
+                    format!("'{}' {:?} and '{}' {:?} differ", s.name(), s.shape(), d.name(), d.shape()),
+                ));
             }
             total += (s.numel() * 4) as u64;
         }

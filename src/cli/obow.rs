@@ -6,12 +6,10 @@ use super::train::{self, RunArgs, load_data};
 use crate::checkpoint;
 use crate::error::{Error, Result};
 use crate::gpu::Context;
+use crate::train::TrainConfig;
 use crate::train::probe::{self, FeatureOptions, Features, FewShotConfig, ProbeConfig};
-use crate::train::report::{self, Tile};
-use crate::train::{ObowConfig, TrainConfig};
+use crate::train::report;
 use clap::Args;
-use rand::{RngExt, SeedableRng};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// OBoW flags (each overrides the recipe / config file).
@@ -236,84 +234,47 @@ pub fn words_cmd(
     test_limit: usize,
 ) -> Result<()> {
     // A run directory or its state.safetensors; config.toml beside it names the model.
-    let (state_path, dir) = if weights.is_dir() { (weights.join("state.safetensors"), weights.to_path_buf()) } else {
+    let (state_path, dir) = if weights.is_dir() {
+        (weights.join("state.safetensors"), weights.to_path_buf())
+    } else {
         (weights.to_path_buf(), weights.parent().map(|p| p.to_path_buf()).unwrap_or_default())
     };
     let cfg_path = dir.join("config.toml");
-    let text = std::fs::read_to_string(&cfg_path).map_err(|e| {
-        Error::file(&cfg_path, format!("{e} (obow-words reads the run's config.toml next to its state.safetensors)"))
-    })?;
+    let text = std::fs::read_to_string(&cfg_path)
+        .map_err(|e| Error::file(&cfg_path, format!("{e} (obow-words reads the run's config.toml next to its state.safetensors)")))?;
     let cfg = TrainConfig::from_toml(&text, &cfg_path.display().to_string())?;
-    let ocfg: ObowConfig = cfg.obow.clone().ok_or_else(|| Error::file(&cfg_path, "not an OBoW run"))?;
+    if cfg.obow.is_none() {
+        return Err(Error::file(&cfg_path, "not an OBoW run"));
+    }
     let state = checkpoint::read(&state_path)?;
-    let source = state_path.display().to_string();
-    let n_levels = (0..).take_while(|i| state.contains_key(&format!("obow.bow_extractor.bow_extractor.{i}._embedding"))).count();
-    if n_levels == 0 {
-        return Err(Error::file(&source, "no OBoW vocabulary in this file (give an obow run's state.safetensors)"));
-    }
-    let li = level.map(|l| l.saturating_sub(1)).unwrap_or(n_levels - 1);
-    if li >= n_levels {
-        return Err(Error::usage(format!("--level {}: the run has {n_levels} BoW levels", li + 1)));
-    }
-    let vocab = &state[&format!("obow.bow_extractor.bow_extractor.{li}._embedding")];
-    let k = vocab.shape[0];
-    let teacher: BTreeMap<String, checkpoint::FileTensor> =
-        state.iter().filter_map(|(n, t)| n.strip_prefix(crate::train::session::TEACHER).map(|r| (r.to_string(), t.clone()))).collect();
     let splits = load_data(data.unwrap_or(&cfg.data), &cfg)?;
     let test = if test_limit > 0 { splits.test.head(test_limit) } else { splits.test.clone() };
     let (mean, std) = splits.train.mean_std();
-    // Which stage the level is: the config's levels, or the model's last ones.
-    let n_stages = crate::models::build(&cfg.model, &mut crate::store::Store::new(0), "x", &crate::models::ModelConfig::new(test.c, test.h, test.classes))?
-        .feature_shapes()
-        .len();
-    let stages: Vec<usize> = if ocfg.levels.is_empty() { (n_stages + 1 - n_levels..=n_stages).collect() } else { ocfg.levels.clone() };
-    let stage = stages[li] - 1;
-    let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed);
-    let mut picked: Vec<usize> = Vec::new();
-    while picked.len() < words.min(k) {
-        let w = rng.random_range(0..k);
-        if !picked.contains(&w) {
-            picked.push(w);
-        }
-    }
-    let size = if cfg.img_size == 0 { test.h } else { cfg.img_size };
-    let hits = pollster::block_on(probe::word_patches(ctx, &cfg.model, &teacher, &vocab.data, stage, &picked, per_word, &test, &mean, &std, size))?;
-    let mut rows = Vec::new();
-    for list in &hits {
-        rows.push(list.iter().map(|h| crop(&test, h.image, h.center, h.side)).collect::<Vec<Tile>>());
-    }
-    let scale = (48 / hits.iter().flatten().map(|h| h.side).max().unwrap_or(8)).max(1);
-    report::patch_grid(out, &rows, scale)?;
+    let grid = pollster::block_on(probe::word_grid(
+        ctx,
+        &cfg,
+        &state,
+        &state_path.display().to_string(),
+        &test,
+        &mean,
+        &std,
+        level,
+        words,
+        per_word,
+        seed,
+    ))?;
+    let scale = (48 / grid.side.max(1)).max(1);
+    report::patch_grid(out, &grid.rows, scale)?;
     println!(
         "wrote {} ({} words of level {} = stage {} of {}, {} nearest test patches each, {}-px patches) | adapter: {}",
         out.display(),
-        picked.len(),
-        li + 1,
-        stage + 1,
+        grid.rows.len(),
+        grid.level + 1,
+        grid.stage + 1,
         cfg.model,
         per_word,
-        hits.iter().flatten().map(|h| h.side).max().unwrap_or(0),
+        grid.side,
         ctx.adapter
     );
     Ok(())
-}
-
-/// The `side` x `side` patch of image `i` centred at `center` (pixels), zero outside.
-fn crop(ds: &crate::data::Dataset, i: usize, center: (f32, f32), side: usize) -> Tile {
-    let (c, h, w) = (ds.c, ds.h, ds.w);
-    let img = &ds.images[i * c * h * w..(i + 1) * c * h * w];
-    let y0 = (center.0 - side as f32 / 2.0).round() as isize;
-    let x0 = (center.1 - side as f32 / 2.0).round() as isize;
-    let mut px = vec![0u8; c * side * side];
-    for ch in 0..c {
-        for y in 0..side {
-            for x in 0..side {
-                let (sy, sx) = (y0 + y as isize, x0 + x as isize);
-                if sy >= 0 && sx >= 0 && (sy as usize) < h && (sx as usize) < w {
-                    px[(ch * side + y) * side + x] = img[(ch * h + sy as usize) * w + sx as usize];
-                }
-            }
-        }
-    }
-    Tile { c, side, pixels: px }
 }

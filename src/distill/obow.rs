@@ -42,6 +42,7 @@ impl Layout {
 }
 
 /// One BoW level: the teacher's vocabulary of one stage.
+#[derive(Clone)]
 pub struct Vocabulary {
     /// 0-based index into the backbone's stage features.
     pub stage: usize,
@@ -189,7 +190,12 @@ impl Obow {
     /// are split by whole images.
     pub fn targets(&self, g: &mut Graph, tfeat: &[Var], dicts: &[Var], step: Var, seed: u32, max_block: u64) -> Result<Targets> {
         if tfeat.len() != self.levels.len() || dicts.len() != self.levels.len() {
-            return Err(Error::usage(format!("OBoW: {} levels, got {} feature maps and {} dictionaries", self.levels.len(), tfeat.len(), dicts.len())));
+            return Err(Error::usage(format!(
+                "OBoW: {} levels, got {} feature maps and {} dictionaries",
+                self.levels.len(),
+                tfeat.len(),
+                dicts.len()
+            )));
         }
         let (mut bow, mut entropy) = (Vec::new(), Vec::new());
         for (i, lv) in self.levels.iter().enumerate() {
@@ -205,11 +211,8 @@ impl Obow {
                 let mut chunks = Vec::new();
                 for c0 in (0..b).step_by(per) {
                     let n = per.min(b - c0);
-                    let (r, fs) = if n == b {
-                        (rows, fsq)
-                    } else {
-                        (g.slice(rows, 0, c0 * pos, n * pos)?, g.slice(fsq, 0, c0 * pos, n * pos)?)
-                    };
+                    let (r, fs) =
+                        if n == b { (rows, fsq) } else { (g.slice(rows, 0, c0 * pos, n * pos)?, g.slice(fsq, 0, c0 * pos, n * pos)?) };
                     let dt = g.matmul_ex(w, r, false, true, None)?;
                     let mins = g.bow_min(dt, fs, wsq)?;
                     chunks.push((dt, fs, mins));

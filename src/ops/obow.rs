@@ -386,7 +386,10 @@ impl Op for RowsGatherOp {
 
 fn check(g: &Graph, op: &'static str, v: Var, rank: usize, dtype: DType) -> Result<()> {
     if g.shape(v).len() != rank || g.dtype(v) != dtype {
-        return Err(Error::shape(op, format!("'{}' must be {dtype:?} of rank {rank}, got {:?} {:?}", g.info(v).name, g.dtype(v), g.shape(v))));
+        return Err(Error::shape(
+            op,
+            format!("'{}' must be {dtype:?} of rank {rank}, got {:?} {:?}", g.info(v).name, g.dtype(v), g.shape(v)),
+        ));
     }
     Ok(())
 }
@@ -417,7 +420,12 @@ impl Graph {
         if self.shape(fsq) != [r] || self.shape(wsq) != [k] {
             return Err(Error::shape(
                 op,
-                format!("dot products {:?} ([words, rows]) need row norms [{r}] and word norms [{k}], got {:?} and {:?}", self.shape(dt), self.shape(fsq), self.shape(wsq)),
+                format!(
+                    "dot products {:?} ([words, rows]) need row norms [{r}] and word norms [{k}], got {:?} and {:?}",
+                    self.shape(dt),
+                    self.shape(fsq),
+                    self.shape(wsq)
+                ),
             ));
         }
         Ok((k, r))
@@ -447,7 +455,10 @@ impl Graph {
     pub fn bow_codes(&mut self, dt: Var, fsq: Var, wsq: Var, mins: Var, mu: Var, positions: usize, inv_delta: f32) -> Result<Var> {
         let (k, r) = self.check_dist("bow_codes", dt, fsq, wsq)?;
         if positions == 0 || r % positions != 0 || self.shape(mins) != [r] || self.shape(mu) != [1] {
-            return Err(Error::shape("bow_codes", format!("{r} rows are not whole images of {positions} positions (or mins/mu are misshapen)")));
+            return Err(Error::shape(
+                "bow_codes",
+                format!("{r} rows are not whole images of {positions} positions (or mins/mu are misshapen)"),
+            ));
         }
         self.push(BowCodesOp { pos: positions, inv_delta }, &[dt, fsq, wsq, mins, mu], vec![r / positions, k], DType::F32)
     }
@@ -497,8 +508,15 @@ impl Graph {
         check(self, "rows_scatter", bank, 2, DType::F32)?;
         check(self, "rows_scatter", x, 2, DType::F32)?;
         let b = self.shape(x)[0];
-        if self.shape(x)[1] != self.shape(bank)[1] || self.shape(index) != [b] || self.dtype(index) != DType::U32 || self.shape(valid) != [b] {
-            return Err(Error::shape("rows_scatter", format!("rows {:?} do not fit bank {:?} with index/valid [{b}]", self.shape(x), self.shape(bank))));
+        if self.shape(x)[1] != self.shape(bank)[1]
+            || self.shape(index) != [b]
+            || self.dtype(index) != DType::U32
+            || self.shape(valid) != [b]
+        {
+            return Err(Error::shape(
+                "rows_scatter",
+                format!("rows {:?} do not fit bank {:?} with index/valid [{b}]", self.shape(x), self.shape(bank)),
+            ));
         }
         self.push(RowsScatterOp, &[bank, x, index, valid], vec![1], DType::F32)?;
         Ok(())

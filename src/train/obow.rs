@@ -204,13 +204,10 @@ impl ObowSession {
             let mut g = Graph::new();
             let counter = g.state(&eval_counter);
             // The teacher's view without the flip: resize by 256/224, centre crop.
-            let center = crate::data::Augment { crop: crate::data::Crop::Center { resize: spec.teacher_resize }, ..crate::data::Augment::none() };
-            let espec = crate::data::BatchSpec {
-                size,
-                out_size: size,
-                augment: center,
-                ..crate::data::BatchSpec::eval(eb).normalize(&mean, &std)
-            };
+            let center =
+                crate::data::Augment { crop: crate::data::Crop::Center { resize: spec.teacher_resize }, ..crate::data::Augment::none() };
+            let espec =
+                crate::data::BatchSpec { size, out_size: size, augment: center, ..crate::data::BatchSpec::eval(eb).normalize(&mean, &std) };
             let b = g.batch(&test_gpu, &espec, counter, seed)?;
             let out = teacher.forward(&mut g, b.images, Fwd::eval())?;
             let z = obow.monitor_logits(&mut g, out.pooled, Fwd::eval())?.expect("monitor");
@@ -278,7 +275,8 @@ impl ObowSession {
     /// Start reading the training metrics summed since the last read (and the scalars, and
     /// each level's `mu`), and reset them.
     pub fn request_train_metrics(&self) -> Result<Pending> {
-        let var = |s: &StateRef| self.train.state_var(s).ok_or_else(|| Error::usage(format!("'{}' is not part of the train plan", s.name())));
+        let var =
+            |s: &StateRef| self.train.state_var(s).ok_or_else(|| Error::usage(format!("'{}' is not part of the train plan", s.name())));
         let mut vars = vec![var(&self.train_metrics)?, var(&self.opt_state.scalars)?];
         for l in &self.obow.levels {
             vars.push(var(&l.mu)?);

@@ -128,7 +128,8 @@ impl Features {
         let test_bank = store.state("probe.bank.test", &[test_ds.n, dim], DType::F32, Init::Zeros)?;
         let mean_s = store.state("probe.mean", &[dim], DType::F32, Init::Zeros)?;
         let std_s = store.state("probe.std", &[dim], DType::F32, Init::Zeros)?;
-        let fc = Linear::with_init(&mut Builder::new(&mut store, "probe"), "fc", dim, classes, true, Init::Normal { std: 0.01 }, Init::Zeros)?;
+        let fc =
+            Linear::with_init(&mut Builder::new(&mut store, "probe"), "fc", dim, classes, true, Init::Normal { std: 0.01 }, Init::Zeros)?;
         let opt = OptimState::register(&mut store, "probe.opt")?;
         let metrics = store.state("probe.metrics", &[4], DType::F32, Init::Zeros)?;
         let counter = GpuData::counter(&mut store, "probe.counter")?;
@@ -435,10 +436,8 @@ pub async fn word_patches(
     let size = if img_size == 0 { test.h } else { img_size };
     let mut store = Store::new(0);
     let net = models::build(model, &mut store, STUDENT, &ModelConfig::new(test.c, size, test.classes))?;
-    let FeatureShape::Map { c, h, w } = *net
-        .feature_shapes()
-        .get(stage)
-        .ok_or_else(|| Error::usage(format!("{model} has no stage {}", stage + 1)))?
+    let FeatureShape::Map { c, h, w } =
+        *net.feature_shapes().get(stage).ok_or_else(|| Error::usage(format!("{model} has no stage {}", stage + 1)))?
     else {
         return Err(Error::usage("vocabulary pictures need CNN feature maps"));
     };
@@ -509,4 +508,117 @@ pub async fn word_patches(
         }
     }
     Ok(hits)
+}
+
+/// One image tile of a word-patch grid: `c` (1 or 3) channels of `side` x `side` u8 pixels, CHW.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tile {
+    pub c: usize,
+    pub side: usize,
+    pub pixels: Vec<u8>,
+}
+
+/// The `side` x `side` patch of image `i` of `ds` centred at `center` (pixels), zero outside.
+pub fn patch_tile(ds: &Dataset, i: usize, center: (f32, f32), side: usize) -> Tile {
+    let (c, h, w) = (ds.c, ds.h, ds.w);
+    let img = &ds.images[i * c * h * w..(i + 1) * c * h * w];
+    let y0 = (center.0 - side as f32 / 2.0).round() as isize;
+    let x0 = (center.1 - side as f32 / 2.0).round() as isize;
+    let mut px = vec![0u8; c * side * side];
+    for ch in 0..c {
+        for y in 0..side {
+            for x in 0..side {
+                let (sy, sx) = (y0 + y as isize, x0 + x as isize);
+                if sy >= 0 && sx >= 0 && (sy as usize) < h && (sx as usize) < w {
+                    px[(ch * side + y) * side + x] = img[(ch * h + sy as usize) * w + sx as usize];
+                }
+            }
+        }
+    }
+    Tile { c, side, pixels: px }
+}
+
+/// Tiles in rows as one RGBA image (width, height, pixels): each tile scaled up `scale` times
+/// (nearest neighbour), 2-px gaps on a dark background. Used by `obow-words` (PNG) and the web
+/// session's `words` query.
+pub fn tile_grid_rgba(rows: &[Vec<Tile>], scale: usize) -> Result<(usize, usize, Vec<u8>)> {
+    let scale = scale.max(1);
+    let cell = rows.iter().flatten().map(|t| t.side).max().unwrap_or(1) * scale;
+    let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
+    let gap = 2;
+    let (w, h) = (cols * (cell + gap) + gap, rows.len().max(1) * (cell + gap) + gap);
+    let mut img: Vec<u8> = [40u8, 40, 40, 255].repeat(w * h);
+    for (ri, row) in rows.iter().enumerate() {
+        for (ci, t) in row.iter().enumerate() {
+            if t.pixels.len() != t.c * t.side * t.side || !(t.c == 1 || t.c == 3) {
+                return Err(Error::usage(format!("tile of {} bytes is not {}x{}x{}", t.pixels.len(), t.c, t.side, t.side)));
+            }
+            let (x0, y0) = (gap + ci * (cell + gap), gap + ri * (cell + gap));
+            for y in 0..t.side * scale {
+                for x in 0..t.side * scale {
+                    let (sy, sx) = (y / scale, x / scale);
+                    let o = ((y0 + y) * w + x0 + x) * 4;
+                    for ch in 0..3 {
+                        img[o + ch] = t.pixels[(ch.min(t.c - 1) * t.side + sy) * t.side + sx];
+                    }
+                }
+            }
+        }
+    }
+    Ok((w, h, img))
+}
+
+/// The picture of a sample of an OBoW run's visual words: one row of nearest test patches per
+/// word.
+pub struct WordGrid {
+    pub rows: Vec<Vec<Tile>>,
+    /// 0-based BoW level and backbone stage.
+    pub level: usize,
+    pub stage: usize,
+    /// Patch side in pixels.
+    pub side: usize,
+}
+
+/// [`word_patches`] for `words` random words (from `seed`) of BoW level `level` (1-based;
+/// None: the last) of an OBoW run's state (`cfg` is the run's config), as image tiles.
+#[allow(clippy::too_many_arguments)]
+pub async fn word_grid(
+    ctx: &Context,
+    cfg: &crate::train::TrainConfig,
+    state: &BTreeMap<String, FileTensor>,
+    source: &str,
+    test: &Dataset,
+    mean: &[f32],
+    std: &[f32],
+    level: Option<usize>,
+    words: usize,
+    per_word: usize,
+    seed: u64,
+) -> Result<WordGrid> {
+    let ocfg = cfg.obow.clone().ok_or_else(|| Error::usage("not an OBoW run"))?;
+    let key = |i: usize| format!("{}.bow_extractor.bow_extractor.{i}._embedding", crate::distill::obow::PREFIX);
+    let n_levels = (0..).take_while(|&i| state.contains_key(&key(i))).count();
+    if n_levels == 0 {
+        return Err(Error::file(source, "no OBoW vocabulary in this file (give an obow run's state.safetensors)"));
+    }
+    let li = level.map(|l| l.saturating_sub(1)).unwrap_or(n_levels - 1);
+    if li >= n_levels {
+        return Err(Error::usage(format!("level {}: the run has {n_levels} BoW levels", li + 1)));
+    }
+    let vocab = &state[&key(li)];
+    let k = vocab.shape[0];
+    let teacher: BTreeMap<String, FileTensor> =
+        state.iter().filter_map(|(n, t)| n.strip_prefix(super::session::TEACHER).map(|r| (r.to_string(), t.clone()))).collect();
+    let size = if cfg.img_size == 0 { test.h } else { cfg.img_size };
+    // Which stage the level is: the config's levels, or the model's last ones.
+    let n_stages =
+        models::build(&cfg.model, &mut Store::new(0), "x", &ModelConfig::new(test.c, size, test.classes))?.feature_shapes().len();
+    let stages: Vec<usize> = if ocfg.levels.is_empty() { (n_stages + 1 - n_levels..=n_stages).collect() } else { ocfg.levels.clone() };
+    let stage = stages[li] - 1;
+    let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed);
+    let picked = sample_distinct(&mut rng, k, words.min(k));
+    let hits = word_patches(ctx, &cfg.model, &teacher, &vocab.data, stage, &picked, per_word, test, mean, std, size).await?;
+    let rows = hits.iter().map(|list| list.iter().map(|h| patch_tile(test, h.image, h.center, h.side)).collect()).collect();
+    let side = hits.iter().flatten().map(|h| h.side).max().unwrap_or(0);
+    Ok(WordGrid { rows, level: li, stage, side })
 }

@@ -107,7 +107,13 @@ pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series
 pub fn plot_run(dir: &Path, records: &[EpochRecord]) -> Result<()> {
     let ep = |f: fn(&EpochRecord) -> f32| records.iter().map(|r| (r.epoch as f32, f(r))).collect::<Vec<_>>();
     line_chart(&dir.join("loss.png"), "Loss", "epoch", "loss", &[("train", ep(|r| r.train_loss)), ("test", ep(|r| r.test_loss))])?;
-    line_chart(&dir.join("accuracy.png"), "Test accuracy", "epoch", "%", &[("top-1", ep(|r| r.test_top1)), ("top-5", ep(|r| r.test_top5))])?;
+    line_chart(
+        &dir.join("accuracy.png"),
+        "Test accuracy",
+        "epoch",
+        "%",
+        &[("top-1", ep(|r| r.test_top1)), ("top-5", ep(|r| r.test_top5))],
+    )?;
     let mut names: Vec<&String> = records.iter().flat_map(|r| r.terms.keys()).filter(|k| !k.starts_with("mu") && *k != "alpha").collect();
     names.sort();
     names.dedup();
@@ -121,38 +127,13 @@ pub fn plot_run(dir: &Path, records: &[EpochRecord]) -> Result<()> {
     line_chart(&dir.join("terms.png"), "Loss terms (train)", "epoch", "loss", &series)
 }
 
-/// One image tile of a [`patch_grid`]: `c` (1 or 3) channels of `side` x `side` u8 pixels, CHW.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Tile {
-    pub c: usize,
-    pub side: usize,
-    pub pixels: Vec<u8>,
-}
+pub use super::probe::Tile;
 
 /// A PNG of tiles in rows (e.g. one row per visual word, its nearest patches across), each
 /// tile scaled up `scale` times (nearest neighbour), 2-px gaps on a dark background.
 pub fn patch_grid(path: &Path, rows: &[Vec<Tile>], scale: usize) -> Result<()> {
-    let scale = scale.max(1);
-    let cell = rows.iter().flatten().map(|t| t.side).max().unwrap_or(1) * scale;
-    let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
-    let gap = 2;
-    let (w, h) = (cols * (cell + gap) + gap, rows.len().max(1) * (cell + gap) + gap);
-    let mut img = image::RgbImage::from_pixel(w as u32, h as u32, image::Rgb([40, 40, 40]));
-    for (ri, row) in rows.iter().enumerate() {
-        for (ci, t) in row.iter().enumerate() {
-            if t.pixels.len() != t.c * t.side * t.side || !(t.c == 1 || t.c == 3) {
-                return Err(Error::usage(format!("tile of {} bytes is not {}x{}x{}", t.pixels.len(), t.c, t.side, t.side)));
-            }
-            let (x0, y0) = (gap + ci * (cell + gap), gap + ri * (cell + gap));
-            for y in 0..t.side * scale {
-                for x in 0..t.side * scale {
-                    let (sy, sx) = (y / scale, x / scale);
-                    let px = |ch: usize| t.pixels[(ch.min(t.c - 1) * t.side + sy) * t.side + sx];
-                    img.put_pixel((x0 + x) as u32, (y0 + y) as u32, image::Rgb([px(0), px(1), px(2)]));
-                }
-            }
-        }
-    }
+    let (w, h, rgba) = super::probe::tile_grid_rgba(rows, scale)?;
+    let img = image::RgbaImage::from_raw(w as u32, h as u32, rgba).ok_or_else(|| Error::usage("patch grid: wrong buffer size"))?;
     img.save_with_format(path, image::ImageFormat::Png).map_err(|e| Error::file(path, e))
 }
 
