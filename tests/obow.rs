@@ -248,3 +248,25 @@ fn short_obow_run_lowers_the_bow_loss() {
     let tensors = webdistill::checkpoint::parse(&bytes, "student").unwrap();
     assert!(tensors.contains_key("conv1.weight"), "{:?}", tensors.keys().take(5).collect::<Vec<_>>());
 }
+
+#[test]
+fn web_session_steps_and_answers_probe_and_words() {
+    use webdistill::session::{self, Assets};
+    let ctx = ctx();
+    let settings = serde_json::json!({"model": "resnet8", "batch": 8, "words": 64, "epochs": 1, "train_limit": 64, "test_limit": 50});
+    let mut s = session::create(&ctx, "obow", &settings, &Assets::new()).unwrap();
+    assert_eq!(s.kind(), "obow");
+    let m = pollster::block_on(s.step(2)).unwrap();
+    assert!(m.loss.is_finite() && m.loss > 0.0 && m.step == 2, "{m:?}");
+    let p = pollster::block_on(s.query("probe", &serde_json::json!({"train_images": 100, "test_images": 50, "epochs": 2}))).unwrap();
+    for k in ["obow", "random"] {
+        let a = p[k].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&a), "{p}");
+    }
+    let w = pollster::block_on(s.query("words", &serde_json::json!({"words": 3, "per_word": 2, "test_images": 20}))).unwrap();
+    let (width, height) = (w["width"].as_u64().unwrap() as usize, w["height"].as_u64().unwrap() as usize);
+    assert_eq!(w["pixels"].as_array().unwrap().len(), width * height * 4);
+    assert!(height > 3 * 4 && width > 2 * 4, "{width}x{height}");
+    let e = session::create(&ctx, "obow", &serde_json::json!({"batch": 8, "words": 60}), &Assets::new()).err().unwrap().to_string();
+    assert!(e.contains("multiple of the batch"), "{e}");
+}
