@@ -132,6 +132,8 @@ fn mlp_learns_a_synthetic_task_to_near_zero_loss() {
     let grads = g.backward(loss).unwrap();
     Optimizer::adamw(1e-2, 0.0).apply(&mut g, &mut store, &state, &grads).unwrap();
     let plan = Plan::compile(&ctx, &g, &mut store, "train").unwrap();
+    // Shown with --nocapture: the numbers the foundation's closing note reports.
+    eprintln!("MLP train plan: {}", plan.stats());
     // Labels: which of 4 fixed random directions a point correlates with most.
     let xv: Vec<f32> = rand_vec(32 * 8, 11).iter().map(|&v| v as f32).collect();
     let dirs = rand_vec(4 * 8, 12);
@@ -319,6 +321,7 @@ fn arena_reuses_memory_across_a_deep_graph() {
     g.backward(loss).unwrap();
     let plan = Plan::compile(&ctx, &g, &mut store, "deep").unwrap();
     let st = plan.stats();
+    eprintln!("6-layer MLP train plan: {st}");
     // Training keeps forward activations for the backward pass, so reuse is partial.
     assert!(st.arena_bytes < st.naive_bytes, "no reuse: {st}");
     assert!(st.dispatches > 20, "{st}");

@@ -41,7 +41,7 @@ impl Budget {
     /// images per second, real GPUs thousands.
     pub fn for_adapter(software: bool) -> Budget {
         if software {
-            Budget { epochs: 2, batch: 32, train_limit: 640, test_limit: 500, label: "software adapter: 640 images x 2 epochs" }
+            Budget { epochs: 2, batch: 32, train_limit: 320, test_limit: 300, label: "software adapter: 320 images x 2 epochs" }
         } else {
             Budget { epochs: 10, batch: 64, train_limit: 0, test_limit: 0, label: "GPU: all 5000 images x 10 epochs" }
         }
