@@ -45,6 +45,9 @@ const CONV_CASES: &[ConvCase] = &[
     // 1x1 over 64 pixels: forward and input gradient through the matmul; grouped 1x1
     ([2, 8, 8, 8], [12, 8, 1, 1], 1, 0, 1, false),
     ([2, 6, 4, 4], [9, 2, 1, 1], 1, 0, 3, true),
+    // 1x1 stride 2 (ResNet shortcuts), into 16 and into 64 output pixels
+    ([2, 8, 8, 8], [12, 8, 1, 1], 2, 0, 1, false),
+    ([2, 16, 16, 16], [32, 16, 1, 1], 2, 0, 1, false),
     // no padding: the stride-1 input gradient pads dy by K-1
     ([2, 3, 7, 9], [4, 3, 3, 3], 1, 0, 1, false),
 ];
