@@ -73,17 +73,19 @@ function el(tag, attrs = {}, ...children) {
 
 // ---------------------------------------------------------------- tabs
 
-// Each tab: { id, title, template (id of a <template>), mount(panel, app) }. A tab appears
-// only when it has something real to show (the OBoW tab registers here once its session
-// exists in the library).
-const TABS = [
+// Each tab: { id, title, template (id of a <template>), mount(panel, app), kind (the session
+// kind it needs; the tab appears only when the library has it) }.
+const ALL_TABS = [
   { id: 'overview', title: 'Overview', template: 'tpl-overview', mount: mountOverview },
-  { id: 'distil', title: 'Distil', template: 'tpl-distil', mount: mountDistil },
-  { id: 'try', title: 'Try it', template: 'tpl-try', mount: mountTry },
-  { id: 'train', title: 'Train an MLP', template: 'tpl-train', mount: mountTrain },
+  { id: 'distil', title: 'Distil', template: 'tpl-distil', mount: mountDistil, kind: 'distill' },
+  { id: 'try', title: 'Try it', template: 'tpl-try', mount: mountTry, kind: 'distill' },
+  { id: 'train', title: 'Train an MLP', template: 'tpl-train', mount: mountTrain, kind: 'mlp' },
 ];
+let TABS = ALL_TABS;
 
 function buildTabs(app) {
+  const kinds = wd.sessionKinds();
+  TABS = ALL_TABS.filter((t) => !t.kind || kinds.includes(t.kind));
   const nav = $('#tabs');
   const main = $('#panels');
   const buttons = new Map();
@@ -397,7 +399,7 @@ function mountTrain(panel) {
   setButtons('idle');
 }
 
-// ---------------------------------------------------------------- the GPU queue and the teacher
+// ---------------------------------------------------------------- the GPU queue and the assets
 
 /** Run GPU calls one at a time: a session answers one call at a time (a second one while the
  * first is in flight is rejected), and the Distil and "Try it" tabs share sessions. */
@@ -411,16 +413,27 @@ function makeQueue() {
 }
 
 const TEACHER_URL = 'assets/resnet20_fmnist.safetensors';
+const DATA_DIR = 'data/'; // the bundled Fashion-MNIST subset's files (wd.bundledFiles())
 
-/** The shipped teacher's safetensors (web/build copies it next to the page), fetched once. */
-function loadTeacher(app) {
-  if (!app.teacher) {
-    app.teacher = fetch(TEACHER_URL).then(async (r) => {
-      if (!r.ok) throw new Error(`the teacher's weights (${TEACHER_URL}) could not be loaded: HTTP ${r.status} (was web/build run?)`);
-      return new Uint8Array(await r.arrayBuffer());
-    });
+async function fetchBytes(url, what) {
+  const r = await fetch(url);
+  if (!r.ok) throw new Error(`${what} (${url}) could not be loaded: HTTP ${r.status} (was web/build run?)`);
+  return new Uint8Array(await r.arrayBuffer());
+}
+
+/** The assets of a distillation or OBoW session, fetched once: the shipped teacher's
+ * safetensors (`teacher`) and the bundled data set's files (named as wd.bundledFiles()), all
+ * copied next to the page by web/build. */
+function loadAssets(app) {
+  if (!app.assets) {
+    const files = wd.bundledFiles();
+    app.assets = Promise.all([
+      fetchBytes(TEACHER_URL, "the teacher's weights"),
+      ...files.map((f) => fetchBytes(DATA_DIR + f, 'the bundled Fashion-MNIST subset')),
+    ]).then(([teacher, ...data]) => ({ teacher, ...Object.fromEntries(files.map((f, i) => [f, data[i]])) }));
+    app.assets.catch(() => { app.assets = null; }); // try again next time
   }
-  return app.teacher;
+  return app.assets;
 }
 
 // ---------------------------------------------------------------- distillation
@@ -659,12 +672,12 @@ function mountDistil(panel, app) {
     step = 0;
     const cfg = settings();
     try {
-      out.state.textContent = 'Loading the teacher…';
-      const teacher = await loadTeacher(app);
+      out.state.textContent = 'Loading the teacher and the data…';
+      const assets = await loadAssets(app);
       out.state.textContent = 'Building the sessions (compiling the plans)…';
       await freeSessions();
       if (app.releaseTry) await app.releaseTry();
-      const build = (method) => app.gpu(() => wd.Session.create('distill', { ...cfg, method }, { teacher }));
+      const build = (method) => app.gpu(() => wd.Session.create('distill', { ...cfg, method }, assets));
       d.sessions.distilled = await build(cfg.method);
       // The labels-only companion: the same student, data and order, without the teacher.
       if (cfg.method !== 'none') d.sessions.baseline = await build('none');
@@ -711,12 +724,12 @@ function mountDistil(panel, app) {
 
   clearData();
   setButtons('busy');
-  loadTeacher(app).then(() => {
+  loadAssets(app).then(() => {
     out.state.textContent = 'Ready.';
     setButtons('idle');
   }, (e) => {
     showError(e, 'Distil');
-    out.state.textContent = 'The teacher could not be loaded.';
+    out.state.textContent = 'The teacher or the data could not be loaded.';
   });
 }
 
@@ -805,8 +818,8 @@ function mountTry(panel, app) {
       if (fallback) fallback.free();
       fallback = null;
       state.textContent = 'Building the models…';
-      const teacher = await loadTeacher(app);
-      fallback = await wd.Session.create('distill', { student, method: 'none', train_limit: 64, test_limit: 64 }, { teacher });
+      const assets = await loadAssets(app);
+      fallback = await wd.Session.create('distill', { student, method: 'none', train_limit: 64, test_limit: 64 }, assets);
       fallbackStudent = student;
     }
     return { s: fallback, name: `${student} (untrained: train it in the Distil tab)` };

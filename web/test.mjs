@@ -41,8 +41,8 @@ const CHUNK = parseInt(arg('chunk', '5'), 10);
 // The tiny distillation run through the Distil tab (software adapters are slow: a few steps,
 // a tiny batch, small train/test sets). web/test times the same settings natively.
 const DISTIL = JSON.parse(arg('distil', '{}'));
-const DCHUNK = parseInt(arg('dchunk', '2'), 10);
-const CKA_IMAGES = 16;
+const DCHUNK = parseInt(arg('dchunk', '1'), 10);
+const CKA_IMAGES = 8;
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/lib/chromium/chromium';
 const FIREFOX = process.env.FIREFOX || '/usr/bin/firefox-esr';
