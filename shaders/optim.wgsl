@@ -160,13 +160,16 @@ fn schedule() {
     }
     hscal[0] = lr;
     hscal[1] = 1.0;
-    // EMA alpha: 0 constant base, 1 cosine from base to 1 (OBoW's teacher momentum).
+    // EMA alpha: 0 constant base, 1 cosine from base to 1 (OBoW's teacher momentum), 2 no
+    // EMA in this update (alpha stays as an earlier schedule dispatch of the step set it).
     var a = hp.ema_base;
     if (hp.ema_kind == 1u) {
         let p = min(f32(s) / f32(max(hp.ema_total, 1u)), 1.0);
         a = 1.0 - (1.0 - hp.ema_base) * 0.5 * (1.0 + cos(PI * p));
     }
-    hscal[3] = a;
+    if (hp.ema_kind != 2u) {
+        hscal[3] = a;
+    }
 }
 
 // Advance the step counter (last dispatch of a training step).

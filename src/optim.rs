@@ -196,6 +196,22 @@ impl Optimizer {
         g.push(TickOp, &[step], vec![1], DType::F32)?;
         Ok(())
     }
+
+    /// The EMA update alone, at this point of the graph, with this step's alpha (a schedule
+    /// dispatch computes it from the step counter first). OBoW updates its teacher at the start
+    /// of a step, before the teacher makes the step's targets (papers-digest B1); such a run
+    /// passes the optimizer without `ema` to [`Self::apply`] afterwards, which then leaves
+    /// alpha in the scalars as computed here.
+    pub fn apply_ema(&self, g: &mut Graph, store: &mut Store, state: &OptimState) -> Result<()> {
+        let Some(ema) = &self.ema else { return Err(Error::usage("apply_ema: this optimizer has no EMA")) };
+        if !store.is_uploaded() {
+            return Err(Error::usage("upload the store (Store::upload) before adding an EMA update: it needs the memory layout"));
+        }
+        let scal = g.state(&state.scalars);
+        let step = g.state(&state.step);
+        g.push(ScheduleOp { sched: self.schedule.clone(), lr: self.lr, ema: self.ema.clone() }, &[scal, step], vec![1], DType::F32)?;
+        ema_ops(g, store, scal, step, ema)
+    }
 }
 
 /// EMA update nodes, one per (source page, destination page).
@@ -248,7 +264,8 @@ impl Op for ScheduleOp {
         let (ema_kind, ema_total, ema_base) = match &self.ema {
             Some(Ema { cosine_steps: Some(t), base, .. }) => (1, *t, *base),
             Some(Ema { base, .. }) => (0, 0, *base),
-            None => (0, 0, 0.0),
+            // No EMA here: leave alpha as an earlier schedule dispatch of the step set it.
+            None => (2, 0, 0.0),
         };
         let p = Params::new()
             .u(kind)

@@ -478,6 +478,47 @@ impl Store {
         Ok(())
     }
 
+    /// Copy parameter values `src -> dst` for each pair on the GPU (one submit; nothing is
+    /// read back, so it works in the browser too): an EMA teacher starts as its student.
+    pub fn copy_params(&self, pairs: &[(Param, Param)]) -> Result<()> {
+        let gpu = self.gpu()?;
+        let mut total = 0u64;
+        for (s, d) in pairs {
+            if s.shape() != d.shape() {
+                return Err(Error::shape(
+                    "copy_params",
+                    format!("'{}' {:?} and '{}' {:?} differ", s.name(), s.shape(), d.name(), d.shape()),
+                ));
+            }
+            total += (s.numel() * 4) as u64;
+        }
+        if total == 0 {
+            return Ok(());
+        }
+        // WebGPU copies never stay within one buffer: go through a temporary one.
+        let tmp = gpu.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("parameter copy"),
+            size: total.div_ceil(4) * 4,
+            usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = gpu.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("copy parameters") });
+        let mut at = 0;
+        for (s, _) in pairs {
+            let (sb, sl) = self.param_binding(s, Which::Value)?;
+            enc.copy_buffer_to_buffer(&sb, sl.offset, &tmp, at, sl.bytes);
+            at += sl.bytes;
+        }
+        at = 0;
+        for (_, d) in pairs {
+            let (db, dl) = self.param_binding(d, Which::Value)?;
+            enc.copy_buffer_to_buffer(&tmp, at, &db, dl.offset, dl.bytes);
+            at += dl.bytes;
+        }
+        gpu.ctx.scoped("copying parameters", || gpu.ctx.queue.submit([enc.finish()]))?;
+        Ok(())
+    }
+
     /// Overwrite stored state; U32 state takes values as f32 and converts.
     pub fn write_state(&self, s: &StateRef, values: &[f32]) -> Result<()> {
         if values.len() != s.numel() {

@@ -101,7 +101,7 @@ fn mlp_session_learns_the_spirals() {
 fn sessions_report_bad_settings_readably() {
     let ctx = ctx();
     let err = |kind: &str, cfg: serde_json::Value| session::create(&ctx, kind, &cfg, &Assets::new()).err().unwrap().to_string();
-    assert!(err("nope", serde_json::json!({})).contains("unknown session kind 'nope' (known: mlp, distill)"));
+    assert!(err("nope", serde_json::json!({})).contains("unknown session kind 'nope' (known: mlp, distill, obow)"));
     let e = err("mlp", serde_json::json!({ "hiden": 3 }));
     assert!(e.contains("settings of the 'mlp' session") && e.contains("hiden"), "{e}");
     let e = err("mlp", serde_json::json!({ "batch": 100000 }));

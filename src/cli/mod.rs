@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod obow;
 pub mod predict;
 pub mod selftest;
 pub mod train;
@@ -73,6 +74,74 @@ pub enum Command {
         distill: train::DistillArgs,
         #[command(flatten)]
         run: train::RunArgs,
+    },
+    /// Self-supervised OBoW pre-training (EMA teacher, online vocabularies, BoW targets, all in
+    /// one compiled step); the student backbone (DIR/last.safetensors) loads in predict,
+    /// train --init and distill. Defaults: the `obow` recipe.
+    Obow {
+        #[arg(long, default_value = "resnet20")]
+        model: String,
+        #[command(flatten)]
+        obow: obow::ObowArgs,
+        #[command(flatten)]
+        run: train::RunArgs,
+    },
+    /// Linear-probe accuracy of a frozen backbone: pooled features computed once on the GPU,
+    /// a linear classifier trained on the standardised train features, test top-1/top-5.
+    Probe {
+        #[command(flatten)]
+        features: obow::FeatureArgs,
+        #[arg(long, default_value_t = 30)]
+        epochs: usize,
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        /// SGD (momentum 0.9) learning rate, cosine to 0.
+        #[arg(long, default_value_t = 0.1)]
+        lr: f32,
+        #[arg(long = "wd", default_value_t = 0.0)]
+        weight_decay: f32,
+    },
+    /// N-way K-shot prototype accuracy (cosine to class means of L2-normalised features) of a
+    /// frozen backbone over random episodes of the test set.
+    Fewshot {
+        #[command(flatten)]
+        features: obow::FeatureArgs,
+        #[arg(long, default_value_t = 5)]
+        ways: usize,
+        /// Shots per class (one result each).
+        #[arg(long, value_delimiter = ',', default_values_t = vec![1usize, 5])]
+        shots: Vec<usize>,
+        /// Queries per class and episode.
+        #[arg(long, default_value_t = 15)]
+        queries: usize,
+        #[arg(long, default_value_t = 1000)]
+        episodes: usize,
+    },
+    /// A PNG grid of the test-set image patches nearest to a sample of an OBoW run's visual
+    /// words (one row per word).
+    ObowWords {
+        /// The run directory (or its state.safetensors; config.toml must be beside it).
+        #[arg(long)]
+        weights: PathBuf,
+        /// Data to search (default: the run's).
+        #[arg(long)]
+        data: Option<String>,
+        #[arg(long, default_value = "obow_words.png")]
+        out: PathBuf,
+        /// BoW level (1-based; default: the last).
+        #[arg(long)]
+        level: Option<usize>,
+        /// Words to show.
+        #[arg(long, default_value_t = 12)]
+        words: usize,
+        /// Patches per word.
+        #[arg(long, default_value_t = 8)]
+        per_word: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Search only the first N test images (0: all).
+        #[arg(long, default_value_t = 0)]
+        test_limit: usize,
     },
     /// Linear CKA between every teacher stage and every student stage (JSON + PNG heatmap).
     Cka {
@@ -200,6 +269,24 @@ pub fn main() -> Result<()> {
         Some(Command::Distill { student, distill, run }) => {
             let ctx = Context::new()?;
             train_cmd(&ctx, &student, Some(&distill), &run)?;
+        }
+        Some(Command::Obow { model, obow, run }) => {
+            let ctx = Context::new()?;
+            obow::obow_cmd(&ctx, &model, &obow, &run)?;
+        }
+        Some(Command::Probe { features, epochs, batch, lr, weight_decay }) => {
+            let ctx = Context::new()?;
+            let cfg = crate::train::probe::ProbeConfig { epochs, batch, lr, weight_decay, seed: features.seed };
+            obow::probe_cmd(&ctx, &features, &cfg)?;
+        }
+        Some(Command::Fewshot { features, ways, shots, queries, episodes }) => {
+            let ctx = Context::new()?;
+            let cfg = crate::train::probe::FewShotConfig { ways, shots: 1, queries, episodes, seed: features.seed };
+            obow::fewshot_cmd(&ctx, &features, &shots, &cfg)?;
+        }
+        Some(Command::ObowWords { weights, data, out, level, words, per_word, seed, test_limit }) => {
+            let ctx = Context::new()?;
+            obow::words_cmd(&ctx, &weights, data.as_deref(), &out, level, words, per_word, seed, test_limit)?;
         }
         Some(Command::Cka { teacher, teacher_weights, student, student_weights, data, img_size, images, out }) => {
             let ctx = Context::new()?;

@@ -5,8 +5,10 @@ use crate::checkpoint;
 use crate::data::{DataSpec, LoadOptions, Splits};
 use crate::error::{Error, Result};
 use crate::gpu::Context;
+use crate::graph::PlanStats;
+use crate::train::obow::ObowSession;
 use crate::train::report::{self, EpochRecord};
-use crate::train::session::{EvalResult, Session};
+use crate::train::session::{DataInfo, EvalResult, Session, TrainMetrics};
 use crate::train::{DistillConfig, TrainConfig};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -68,6 +70,10 @@ pub struct RunArgs {
     /// Continue the run in this directory exactly where it stopped.
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// Start the student from these weights (.safetensors, PyTorch names), e.g. an OBoW
+    /// pre-trained backbone; a classifier with another class count stays at its init.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
     /// Write loss and accuracy charts (PNG) after every epoch.
     #[arg(long)]
     pub plot: bool,
@@ -114,6 +120,9 @@ impl RunArgs {
         );
         if self.clip_grad.is_some() {
             c.clip_grad = self.clip_grad;
+        }
+        if let Some(p) = &self.init {
+            c.init = p.display().to_string();
         }
         Ok(c)
     }
@@ -199,7 +208,6 @@ fn meta(cfg: &TrainConfig, extra: &[(&str, String)]) -> BTreeMap<String, String>
     m
 }
 
-/// Train (or distil) for the configured epochs, writing everything into `dir` if given.
 /// How [`run`] behaves beyond the config.
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
@@ -210,7 +218,108 @@ pub struct RunOptions {
     pub stop_after: Option<usize>,
 }
 
+/// What the native loop needs of a compiled run: supervised training and distillation
+/// ([`Session`]) and OBoW pre-training ([`ObowSession`]) share the loop, its checkpoints,
+/// metrics, charts, resume and progress bar.
+pub trait Runnable {
+    fn config(&self) -> &TrainConfig;
+    fn data_info(&self) -> &DataInfo;
+    /// Steps taken so far (after a resume too).
+    fn steps_done(&self) -> usize;
+    fn steps_per_epoch(&self) -> usize;
+    fn plan_stats(&self) -> PlanStats;
+    /// Submit `n` training steps.
+    fn submit_steps(&mut self, n: usize) -> Result<()>;
+    /// Averages of the training metrics since the last call (waits for the GPU).
+    fn read_metrics(&mut self, ctx: &Context) -> Result<TrainMetrics>;
+    fn test(&mut self) -> Result<EvalResult>;
+    /// The student as PyTorch-named safetensors bytes.
+    fn student_file(&self, meta: &BTreeMap<String, String>) -> Result<Vec<u8>>;
+    /// Everything needed to resume.
+    fn state_file(&self) -> Result<Vec<u8>>;
+    fn restore(&mut self, tensors: &BTreeMap<String, checkpoint::FileTensor>, source: &str) -> Result<()>;
+}
+
+impl Runnable for Session {
+    fn config(&self) -> &TrainConfig {
+        &self.cfg
+    }
+    fn data_info(&self) -> &DataInfo {
+        &self.data
+    }
+    fn steps_done(&self) -> usize {
+        self.step
+    }
+    fn steps_per_epoch(&self) -> usize {
+        self.steps_per_epoch
+    }
+    fn plan_stats(&self) -> PlanStats {
+        self.train_stats().clone()
+    }
+    fn submit_steps(&mut self, n: usize) -> Result<()> {
+        self.train_steps(n)
+    }
+    fn read_metrics(&mut self, ctx: &Context) -> Result<TrainMetrics> {
+        Ok(self.parse_train_metrics(&self.request_train_metrics()?.wait(ctx)?))
+    }
+    fn test(&mut self) -> Result<EvalResult> {
+        self.evaluate()
+    }
+    fn student_file(&self, meta: &BTreeMap<String, String>) -> Result<Vec<u8>> {
+        pollster::block_on(self.student_bytes(meta))
+    }
+    fn state_file(&self) -> Result<Vec<u8>> {
+        pollster::block_on(self.state_bytes())
+    }
+    fn restore(&mut self, tensors: &BTreeMap<String, checkpoint::FileTensor>, source: &str) -> Result<()> {
+        self.load_state(tensors, source)
+    }
+}
+
+impl Runnable for ObowSession {
+    fn config(&self) -> &TrainConfig {
+        &self.cfg
+    }
+    fn data_info(&self) -> &DataInfo {
+        &self.data
+    }
+    fn steps_done(&self) -> usize {
+        self.step
+    }
+    fn steps_per_epoch(&self) -> usize {
+        self.steps_per_epoch
+    }
+    fn plan_stats(&self) -> PlanStats {
+        self.train_stats().clone()
+    }
+    fn submit_steps(&mut self, n: usize) -> Result<()> {
+        self.train_steps(n)
+    }
+    fn read_metrics(&mut self, ctx: &Context) -> Result<TrainMetrics> {
+        Ok(self.parse_train_metrics(&self.request_train_metrics()?.wait(ctx)?))
+    }
+    fn test(&mut self) -> Result<EvalResult> {
+        self.evaluate()
+    }
+    fn student_file(&self, meta: &BTreeMap<String, String>) -> Result<Vec<u8>> {
+        pollster::block_on(self.student_bytes(meta))
+    }
+    fn state_file(&self) -> Result<Vec<u8>> {
+        pollster::block_on(self.state_bytes())
+    }
+    fn restore(&mut self, tensors: &BTreeMap<String, checkpoint::FileTensor>, source: &str) -> Result<()> {
+        self.load_state(tensors, source)
+    }
+}
+
+/// Train, distil or pre-train with OBoW (as `cfg` says) for the configured epochs, writing
+/// everything into `dir` if given.
 pub fn run(ctx: &Context, cfg: TrainConfig, dir: Option<&Path>, opts: &RunOptions) -> Result<RunSummary> {
+    if cfg.obow.is_some() {
+        let splits = load_data(&cfg.data, &cfg)?;
+        let mut s = ObowSession::new(ctx, cfg, &splits)?;
+        return run_loop(ctx, &mut s, dir, opts);
+    }
     let teacher = load_teacher(&cfg)?;
     run_with_teacher(ctx, cfg, teacher.as_ref(), dir, opts)
 }
@@ -223,40 +332,56 @@ pub fn run_with_teacher(
     dir: Option<&Path>,
     opts: &RunOptions,
 ) -> Result<RunSummary> {
-    let RunOptions { resume, plot, quiet, stop_after } = opts.clone();
     let splits = load_data(&cfg.data, &cfg)?;
+    let init = cfg.init.clone();
     let mut s = Session::new(ctx, cfg, &splits, teacher)?;
+    if !init.is_empty() && !opts.resume {
+        let path = Path::new(&init);
+        let n = s.load_student(&checkpoint::read(path)?, &path.display().to_string())?;
+        if !opts.quiet {
+            eprintln!("initialised the student from {} ({n} tensors)", path.display());
+        }
+    }
+    run_loop(ctx, &mut s, dir, opts)
+}
+
+/// The epoch loop over any [`Runnable`].
+pub fn run_loop<S: Runnable>(ctx: &Context, s: &mut S, dir: Option<&Path>, opts: &RunOptions) -> Result<RunSummary> {
+    let RunOptions { resume, plot, quiet, stop_after } = opts.clone();
     let mut records: Vec<EpochRecord> = Vec::new();
+    let spe = s.steps_per_epoch();
     if let Some(d) = dir {
         std::fs::create_dir_all(d).map_err(|e| Error::file(d, e))?;
         if resume {
             let state = checkpoint::read(&d.join("state.safetensors"))?;
-            s.load_state(&state, &d.join("state.safetensors").display().to_string())?;
+            s.restore(&state, &d.join("state.safetensors").display().to_string())?;
             let mp = d.join("metrics.jsonl");
             records = if mp.exists() { report::read_jsonl(&mp)? } else { Vec::new() };
             // Drop records of epochs after the saved state (a crash between the two writes).
-            let done = s.step / s.steps_per_epoch;
+            let done = s.steps_done() / spe;
             records.retain(|r| r.epoch <= done);
         } else {
             let _ = std::fs::remove_file(d.join("metrics.jsonl"));
         }
-        checkpoint::write_atomic(&d.join("config.toml"), s.cfg.to_toml()?.as_bytes())?;
+        checkpoint::write_atomic(&d.join("config.toml"), s.config().to_toml()?.as_bytes())?;
     }
-    let start_epoch = s.step / s.steps_per_epoch;
-    let epochs = s.cfg.epochs;
+    let start_epoch = s.steps_done() / spe;
+    let epochs = s.config().epochs;
+    let batch = s.config().batch;
     let mut best = records.iter().map(|r| r.test_top1).fold(0.0f32, f32::max);
-    let stats = s.train_stats().clone();
+    let stats = s.plan_stats();
     if !quiet {
+        let d = s.data_info();
         eprintln!(
             "{} on {} ({} train / {} test images, {} classes, {}x{}x{}) | adapter: {}\ntrain plan: {stats}",
-            describe(&s.cfg),
-            s.data.name,
-            s.data.train_images,
-            s.data.test_images,
-            s.data.classes,
-            s.data.channels,
-            s.data.size,
-            s.data.size,
+            describe(s.config()),
+            d.name,
+            d.train_images,
+            d.test_images,
+            d.classes,
+            d.channels,
+            d.size,
+            d.size,
             ctx.adapter
         );
     }
@@ -265,37 +390,41 @@ pub fn run_with_teacher(
     let mut last = EvalResult::default();
     let end_epoch = stop_after.map(|n| (start_epoch + n).min(epochs)).unwrap_or(epochs);
     for epoch in start_epoch..end_epoch {
-        let pb = if quiet { ProgressBar::hidden() } else { ProgressBar::new(s.steps_per_epoch as u64) };
+        let pb = if quiet { ProgressBar::hidden() } else { ProgressBar::new(spe as u64) };
         pb.set_style(ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}").unwrap().progress_chars("=> "));
         pb.set_prefix(format!("{}/{}", epoch + 1, epochs));
         let t0 = Instant::now();
         let mut done = 0;
         let mut loss_sum = 0.0f64;
         let mut loss_n = 0usize;
+        let mut term_sums: BTreeMap<String, f64> = BTreeMap::new();
         // Read metrics every few steps: this also keeps the host from running far ahead.
-        let chunk = (s.steps_per_epoch / 20).clamp(1, 50);
-        while done < s.steps_per_epoch {
-            let n = chunk.min(s.steps_per_epoch - done);
-            s.train_steps(n)?;
-            let m = s.parse_train_metrics(&s.request_train_metrics()?.wait(ctx)?);
+        let chunk = (spe / 20).clamp(1, 50);
+        while done < spe {
+            let n = chunk.min(spe - done);
+            s.submit_steps(n)?;
+            let m = s.read_metrics(ctx)?;
             done += n;
             loss_sum += (m.loss * m.steps as f32) as f64;
             loss_n += m.steps;
-            let rate = (done * s.cfg.batch) as f32 / t0.elapsed().as_secs_f32();
+            for (k, v) in &m.terms {
+                *term_sums.entry(k.clone()).or_default() += (*v * m.steps as f32) as f64;
+            }
+            let rate = (done * batch) as f32 / t0.elapsed().as_secs_f32();
             pb.set_position(done as u64);
             let terms: Vec<String> = m.terms.iter().map(|(k, v)| format!("{k} {v:.3}")).collect();
             pb.set_message(format!("loss {:.4} ({}) lr {:.2e} {:.0} img/s", m.loss, terms.join(", "), m.lr, rate));
             if !m.loss.is_finite() {
                 pb.abandon();
-                return Err(Error::usage(format!("the loss diverged (NaN/inf) at step {}: lower --lr or add --clip-grad", s.step)));
+                return Err(Error::usage(format!("the loss diverged (NaN/inf) at step {}: lower --lr or add --clip-grad", s.steps_done())));
             }
         }
-        ips = (s.steps_per_epoch * s.cfg.batch) as f32 / t0.elapsed().as_secs_f32();
+        ips = (spe * batch) as f32 / t0.elapsed().as_secs_f32();
         pb.finish_and_clear();
-        last = s.evaluate()?;
+        last = s.test()?;
         let rec = EpochRecord {
             epoch: epoch + 1,
-            step: s.step,
+            step: s.steps_done(),
             lr: 0.0,
             train_loss: (loss_sum / loss_n.max(1) as f64) as f32,
             test_loss: last.loss,
@@ -303,6 +432,12 @@ pub fn run_with_teacher(
             test_top5: last.top5,
             images_per_s: ips,
             elapsed_s: t_run.elapsed().as_secs_f32(),
+            // Supervised runs keep their records as before; OBoW's terms go to terms.png.
+            terms: if s.config().obow.is_some() {
+                term_sums.into_iter().map(|(k, v)| (k, (v / loss_n.max(1) as f64) as f32)).collect()
+            } else {
+                BTreeMap::new()
+            },
         };
         if !quiet {
             eprintln!(
@@ -312,14 +447,14 @@ pub fn run_with_teacher(
         }
         records.push(rec.clone());
         if let Some(d) = dir {
-            let m = meta(&s.cfg, &[("epoch", rec.epoch.to_string()), ("top1", format!("{:.2}", rec.test_top1))]);
-            let student = pollster::block_on(s.student_bytes(&m))?;
+            let m = meta(s.config(), &[("epoch", rec.epoch.to_string()), ("top1", format!("{:.2}", rec.test_top1))]);
+            let student = s.student_file(&m)?;
             checkpoint::write_atomic(&d.join("last.safetensors"), &student)?;
             if rec.test_top1 >= best {
                 best = rec.test_top1;
                 checkpoint::write_atomic(&d.join("best.safetensors"), &student)?;
             }
-            checkpoint::write_atomic(&d.join("state.safetensors"), &pollster::block_on(s.state_bytes())?)?;
+            checkpoint::write_atomic(&d.join("state.safetensors"), &s.state_file()?)?;
             report::append_jsonl(&d.join("metrics.jsonl"), &rec)?;
             if plot {
                 report::plot_run(d, &records)?;
@@ -328,12 +463,15 @@ pub fn run_with_teacher(
         best = best.max(rec.test_top1);
     }
     if start_epoch >= end_epoch {
-        last = s.evaluate()?;
+        last = s.test()?;
     }
     Ok(RunSummary { last, best_top1: best, images_per_s: ips, dir: dir.map(|d| d.to_path_buf()) })
 }
 
 pub fn describe(c: &TrainConfig) -> String {
+    if let Some(o) = &c.obow {
+        return format!("OBoW pre-training of {} ({} words per level, {} crops + {} patches)", c.model, o.words, o.crops, o.patches);
+    }
     match &c.distill {
         Some(d) if d.method != "none" => format!("distilling {} -> {} with {}", d.teacher, c.model, d.method),
         _ => format!("training {}", c.model),

@@ -28,6 +28,7 @@ const SHADERS: &[(&str, &str)] = &[
     ("attention", include_str!("../../shaders/attention.wgsl")),
     ("gather", include_str!("../../shaders/gather.wgsl")),
     ("embed", include_str!("../../shaders/embed.wgsl")),
+    ("obow", include_str!("../../shaders/obow.wgsl")),
 ];
 
 /// All shader file names, for the validation test.

@@ -74,6 +74,8 @@ pub struct Plan {
     stats: PlanStats,
     /// Labels of the nodes behind each dispatch (profiling, debugging).
     cmd_labels: Vec<String>,
+    /// Name (with its scopes) of each dispatch's node's first output, for profiles.
+    cmd_scopes: Vec<String>,
     /// Store state (by id) to the var that refers to it in this plan's graph.
     state_vars: HashMap<usize, Var>,
     // Keep the buffers alive for as long as the bind groups.
@@ -360,6 +362,7 @@ impl Plan {
         };
         let mut compiled = Vec::with_capacity(cmds.len());
         let mut cmd_labels = Vec::with_capacity(cmds.len());
+        let mut cmd_scopes = Vec::with_capacity(cmds.len());
         let mut keys = HashSet::new();
         for (ci, c) in cmds.iter().enumerate() {
             let Cmd { key, params, binds, groups, node } = c;
@@ -415,6 +418,7 @@ impl Plan {
             })?;
             keys.insert(key.clone());
             cmd_labels.push(format!("{}:{}", g.nodes[*node].op.name(), key.entry));
+            cmd_scopes.push(g.nodes[*node].outputs.first().map(|v| g.tensors[v.index()].name.clone()).unwrap_or_default());
             compiled.push(CompiledCmd { pipeline, bind_group, groups: *groups });
         }
 
@@ -454,6 +458,7 @@ impl Plan {
             inputs,
             stats,
             cmd_labels,
+            cmd_scopes,
             _arena: arena_bufs,
             _io: io_bufs,
             _uniforms: ubuf,
@@ -471,6 +476,10 @@ impl Plan {
     }
     pub fn dispatch_labels(&self) -> &[String] {
         &self.cmd_labels
+    }
+    /// Per dispatch, the scoped name of its node's first output (e.g. `teacher/...`).
+    pub fn dispatch_scopes(&self) -> &[String] {
+        &self.cmd_scopes
     }
 
     /// The var of a stored state tensor in this plan (to read it with [`Self::request`]).

@@ -152,6 +152,17 @@ pub(crate) fn prefix_of(b: &Builder) -> String {
     if b.prefix().is_empty() { String::new() } else { format!("{}.", b.prefix()) }
 }
 
+/// The input of a fully convolutional model with global pooling (ResNets): [B, in_chans, H, W]
+/// of any size (OBoW's student sees full-size crops and half-size patches); the stage feature
+/// shapes the model reports are those at `img_size`.
+pub(crate) fn check_input_any_size(g: &Graph, name: &str, cfg: &ModelConfig, x: Var) -> Result<()> {
+    let s = g.shape(x);
+    if s.len() != 4 || s[1] != cfg.in_chans {
+        return Err(Error::shape("model input", format!("{name} takes [B, {}, H, W] images, the input is {s:?}", cfg.in_chans)));
+    }
+    Ok(())
+}
+
 /// The input must be [B, in_chans, img_size, img_size] as the model was built for (its stage
 /// feature shapes depend on it).
 pub(crate) fn check_input(g: &Graph, name: &str, cfg: &ModelConfig, x: Var) -> Result<()> {

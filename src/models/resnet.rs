@@ -10,7 +10,7 @@
 //! Init as both repositories: kaiming_normal(fan_out) convolutions, BatchNorm 1/0, PyTorch's
 //! default Linear.
 
-use super::{Backbone, Entry, Family, FeatureShape, ModelConfig, Output, check_input, prefix_of};
+use super::{Backbone, Entry, Family, FeatureShape, ModelConfig, Output, check_input_any_size, prefix_of};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Var};
 use crate::nn::{BatchNorm2d, Builder, Conv2d, ConvInit, Fwd, Linear, conv_out, drop_path};
@@ -137,7 +137,8 @@ impl Backbone for ResNet {
         &self.cfg
     }
     fn forward(&self, g: &mut Graph, x: Var, f: Fwd) -> Result<Output> {
-        check_input(g, &self.name, &self.cfg, x)?;
+        // Fully convolutional with global pooling: any input size (OBoW's patches).
+        check_input_any_size(g, &self.name, &self.cfg, x)?;
         let h = self.conv1.forward(g, x)?;
         let h = self.bn1.forward(g, h, &f)?;
         let mut h = g.relu(h)?;

@@ -12,6 +12,7 @@ pub mod layout;
 pub mod loss;
 pub mod matmul;
 pub mod norm;
+pub mod obow;
 pub mod pool;
 pub mod random;
 pub mod reduce;

@@ -8,6 +8,7 @@
 
 pub mod distill;
 pub mod mlp;
+pub mod obow;
 
 use crate::data;
 use crate::error::{Error, Result};
@@ -88,7 +89,7 @@ pub fn bundled_data(assets: &Assets) -> Result<data::Splits> {
 }
 
 /// Session kinds [`create`] knows.
-pub const KINDS: &[&str] = &["mlp", "distill"];
+pub const KINDS: &[&str] = &["mlp", "distill", "obow"];
 
 /// Build a session of the named kind. `config` is a JSON object of the kind's settings (missing
 /// fields take their defaults; unknown fields are an error, so typos do not pass silently).
@@ -96,6 +97,7 @@ pub fn create(ctx: &Context, kind: &str, config: &serde_json::Value, assets: &As
     match kind {
         "mlp" => Ok(Box::new(mlp::MlpSession::new(ctx, parse_config(kind, config)?)?)),
         "distill" => Ok(Box::new(distill::DistillSession::new(ctx, parse_config(kind, config)?, assets)?)),
+        "obow" => Ok(Box::new(obow::ObowWebSession::new(ctx, parse_config(kind, config)?)?)),
         _ => Err(Error::usage(format!("unknown session kind '{kind}' (known: {})", KINDS.join(", ")))),
     }
 }

@@ -87,6 +87,49 @@ impl DistillConfig {
     }
 }
 
+/// OBoW self-supervised training (papers-digest B): what differs from the reference's
+/// ImageNet20 ResNet-18 configuration is only what the data's size forces.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ObowConfig {
+    /// Words per vocabulary (K); a multiple of the batch size.
+    pub words: usize,
+    /// 1-based stages whose teacher features make BoW targets (empty: the last two).
+    pub levels: Vec<usize>,
+    /// Inverse temperature of the soft assignment (divided by the running mean distance).
+    pub inv_delta: f32,
+    /// Fixed scale of the student's BoW logits.
+    pub kappa: f32,
+    /// Teacher momentum at step 0.
+    pub alpha: f32,
+    /// Raise the momentum from `alpha` to 1 with a cosine over the run (else constant).
+    pub alpha_cosine: bool,
+    /// Large crops per image (RandomResizedCrop at the full size, scale 0.08-0.6).
+    pub crops: usize,
+    /// Patches per image (about half the size, 5 of a 3x3 grid).
+    pub patches: usize,
+    /// Train a linear classifier on the teacher's pooled features alongside (monitoring only,
+    /// detached as the reference's): it gives the per-epoch test accuracy.
+    pub monitor: bool,
+}
+
+impl Default for ObowConfig {
+    fn default() -> Self {
+        // config/ImageNet20/ResNet18_OBoW_full.yaml
+        ObowConfig {
+            words: 8192,
+            levels: vec![],
+            inv_delta: 10.0,
+            kappa: 5.0,
+            alpha: 0.99,
+            alpha_cosine: true,
+            crops: 2,
+            patches: 5,
+            monitor: true,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
@@ -116,6 +159,11 @@ pub struct TrainConfig {
     pub train_limit: usize,
     pub test_limit: usize,
     pub distill: Option<DistillConfig>,
+    /// Self-supervised OBoW pre-training instead of supervised training.
+    pub obow: Option<ObowConfig>,
+    /// Initial student weights (.safetensors, PyTorch names) to fine-tune from; "" = random.
+    /// A classifier whose class count differs from the data's is left at its initialisation.
+    pub init: String,
     /// Filled in by the run: the adapter it ran on.
     pub adapter: String,
 }
@@ -145,6 +193,8 @@ impl Default for TrainConfig {
             train_limit: 0,
             test_limit: 0,
             distill: None,
+            obow: None,
+            init: String::new(),
             adapter: String::new(),
         }
     }
@@ -197,7 +247,23 @@ impl TrainConfig {
             "quick" => {
                 Ok(TrainConfig { epochs: 2, batch: 64, opt: "adamw".into(), lr: 2e-3, weight_decay: 0.05, warmup_epochs: 0.2, ..base })
             }
-            _ => Err(Error::usage(format!("unknown recipe '{name}'; known: cifar-cnn, cifar-vit, quick"))),
+            // OBoW, config/ImageNet20/ResNet18_OBoW_full.yaml: SGD 0.05 (cosine to 0), momentum
+            // 0.9, weight decay 5e-4, no warm-up; the models see the data at its own size.
+            "obow" => Ok(TrainConfig {
+                opt: "sgd".into(),
+                lr: 0.05,
+                min_lr: 0.0,
+                weight_decay: 5e-4,
+                momentum: 0.9,
+                warmup_epochs: 0.0,
+                warmup_lr: 0.0,
+                img_size: 0,
+                epochs: 10,
+                batch: 64,
+                obow: Some(ObowConfig::default()),
+                ..base
+            }),
+            _ => Err(Error::usage(format!("unknown recipe '{name}'; known: cifar-cnn, cifar-vit, quick, obow"))),
         }
     }
 
@@ -216,6 +282,23 @@ impl TrainConfig {
         }
         if self.batch == 0 || self.epochs == 0 {
             return Err(Error::usage("--batch and --epochs must be positive"));
+        }
+        if let Some(o) = &self.obow {
+            if self.distill.as_ref().is_some_and(|d| d.method != "none") {
+                return Err(Error::usage("a run is either OBoW pre-training or distillation, not both"));
+            }
+            if o.words == 0 || o.words % self.batch != 0 {
+                return Err(Error::usage(format!(
+                    "the OBoW vocabulary size ({} words) must be a positive multiple of the batch size ({}): each step replaces one batch of words",
+                    o.words, self.batch
+                )));
+            }
+            if o.crops == 0 && o.patches == 0 {
+                return Err(Error::usage("OBoW needs at least one crop or patch per image"));
+            }
+            if o.patches > 9 {
+                return Err(Error::usage(format!("at most 9 patches (a 3x3 grid), not {}", o.patches)));
+            }
         }
         if let Some(d) = &self.distill {
             if !DistillConfig::METHODS.contains(&d.method.as_str()) {

@@ -2,8 +2,10 @@
 
 pub mod config;
 pub mod objective;
+pub mod obow;
+pub mod probe;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod report;
 pub mod session;
 
-pub use config::{AugmentConfig, DistillConfig, TrainConfig};
+pub use config::{AugmentConfig, DistillConfig, ObowConfig, TrainConfig};

@@ -19,6 +19,10 @@ pub struct EpochRecord {
     pub test_top5: f32,
     pub images_per_s: f32,
     pub elapsed_s: f32,
+    /// Epoch means of the named loss terms (OBoW: bow, crops, patches, lincls, mu per level,
+    /// alpha); absent for runs that report none.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub terms: std::collections::BTreeMap<String, f32>,
 }
 
 /// Append one JSON line.
@@ -98,11 +102,39 @@ pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series
     root.present().map_err(|e| plot_err(path, e))
 }
 
-/// `loss.png` and `accuracy.png` in `dir` from a run's records.
+/// `loss.png` and `accuracy.png` in `dir` from a run's records, and `terms.png` with the loss
+/// terms when the records have any (running statistics such as `mu*` and `alpha` left out).
 pub fn plot_run(dir: &Path, records: &[EpochRecord]) -> Result<()> {
     let ep = |f: fn(&EpochRecord) -> f32| records.iter().map(|r| (r.epoch as f32, f(r))).collect::<Vec<_>>();
     line_chart(&dir.join("loss.png"), "Loss", "epoch", "loss", &[("train", ep(|r| r.train_loss)), ("test", ep(|r| r.test_loss))])?;
-    line_chart(&dir.join("accuracy.png"), "Test accuracy", "epoch", "%", &[("top-1", ep(|r| r.test_top1)), ("top-5", ep(|r| r.test_top5))])
+    line_chart(
+        &dir.join("accuracy.png"),
+        "Test accuracy",
+        "epoch",
+        "%",
+        &[("top-1", ep(|r| r.test_top1)), ("top-5", ep(|r| r.test_top5))],
+    )?;
+    let mut names: Vec<&String> = records.iter().flat_map(|r| r.terms.keys()).filter(|k| !k.starts_with("mu") && *k != "alpha").collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        return Ok(());
+    }
+    let series: Vec<(&str, Vec<(f32, f32)>)> = names
+        .iter()
+        .map(|n| (n.as_str(), records.iter().filter_map(|r| r.terms.get(*n).map(|&v| (r.epoch as f32, v))).collect()))
+        .collect();
+    line_chart(&dir.join("terms.png"), "Loss terms (train)", "epoch", "loss", &series)
+}
+
+pub use super::probe::Tile;
+
+/// A PNG of tiles in rows (e.g. one row per visual word, its nearest patches across), each
+/// tile scaled up `scale` times (nearest neighbour), 2-px gaps on a dark background.
+pub fn patch_grid(path: &Path, rows: &[Vec<Tile>], scale: usize) -> Result<()> {
+    let (w, h, rgba) = super::probe::tile_grid_rgba(rows, scale)?;
+    let img = image::RgbaImage::from_raw(w as u32, h as u32, rgba).ok_or_else(|| Error::usage("patch grid: wrong buffer size"))?;
+    img.save_with_format(path, image::ImageFormat::Png).map_err(|e| Error::file(path, e))
 }
 
 /// A heatmap of `m` (rows x cols, values in [0, 1]) with labels, e.g. CKA teacher x student.
@@ -167,6 +199,10 @@ mod tests {
         let cols: Vec<String> = ["block1", "block3", "block5", "block6"].iter().map(|s| s.to_string()).collect();
         let m: Vec<f32> = (0..12).map(|i| i as f32 / 11.0).collect();
         heatmap(&dir.join("cka.png"), "CKA", &m, &rows, &cols, "teacher", "student").unwrap();
+        let tile = |v: u8| Tile { c: 1, side: 4, pixels: vec![v; 16] };
+        patch_grid(&dir.join("grid.png"), &[vec![tile(0), tile(128)], vec![tile(255)]], 3).unwrap();
+        let g = image::open(dir.join("grid.png")).unwrap();
+        assert_eq!((g.width(), g.height()), (2 * 14 + 2, 2 * 14 + 2));
         for f in ["loss.png", "accuracy.png", "cka.png"] {
             assert!(std::fs::metadata(dir.join(f)).unwrap().len() > 2000, "{f} looks empty");
         }

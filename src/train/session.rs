@@ -482,6 +482,22 @@ impl Session {
         checkpoint::state_to_bytes(&self.store, &meta, &|n| !n.starts_with("data.")).await
     }
 
+    /// Initialise the student from PyTorch-named tensors (fine-tuning, e.g. from an OBoW
+    /// backbone). A classifier whose shape differs from this run's (another class count) is
+    /// skipped and keeps its initialisation; every other tensor must match. Returns the count
+    /// of tensors loaded.
+    pub fn load_student(&self, tensors: &BTreeMap<String, FileTensor>, source: &str) -> Result<usize> {
+        let head = self.student.head_weight().rsplit_once('.').map(|(a, _)| format!("{a}.")).unwrap_or_default();
+        let (params, _) = checkpoint::entries(&self.store, STUDENT);
+        let mismatch = params.iter().any(|(n, p)| n.starts_with(&head) && tensors.get(n).is_some_and(|t| t.shape != p.shape()));
+        let mut t = tensors.clone();
+        if mismatch {
+            t.retain(|n, _| !n.starts_with(&head));
+        }
+        let opts = LoadOptions { allow_missing: if mismatch { vec![head] } else { vec![] }, ignore_unexpected: false };
+        checkpoint::load_into(&self.store, STUDENT, &t, source, &opts)
+    }
+
     /// Restore from [`Self::state_bytes`].
     pub fn load_state(&mut self, tensors: &BTreeMap<String, FileTensor>, source: &str) -> Result<()> {
         checkpoint::load_state(&self.store, tensors, source, &|n| !n.starts_with("data."))?;
