@@ -97,7 +97,7 @@ pub fn create(ctx: &Context, kind: &str, config: &serde_json::Value, assets: &As
     match kind {
         "mlp" => Ok(Box::new(mlp::MlpSession::new(ctx, parse_config(kind, config)?)?)),
         "distill" => Ok(Box::new(distill::DistillSession::new(ctx, parse_config(kind, config)?, assets)?)),
-        "obow" => Ok(Box::new(obow::ObowWebSession::new(ctx, parse_config(kind, config)?)?)),
+        "obow" => Ok(Box::new(obow::ObowWebSession::new(ctx, parse_config(kind, config)?, assets)?)),
         _ => Err(Error::usage(format!("unknown session kind '{kind}' (known: {})", KINDS.join(", ")))),
     }
 }
