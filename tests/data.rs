@@ -336,6 +336,26 @@ fn bundled_subset_has_the_right_counts() {
 }
 
 #[test]
+fn bundled_subset_from_its_files_as_the_page_passes_them() {
+    use webdistill::session::{Assets, bundled_data};
+    let files: Vec<Vec<u8>> =
+        data::BUNDLED_FILES.iter().map(|f| std::fs::read(format!("data/fashion-mnist-subset/{f}")).unwrap()).collect();
+    let s = data::bundled().unwrap();
+    assert_eq!(data::bundled_from([&files[0], &files[1], &files[2], &files[3]]).unwrap(), s);
+    let mut assets: Assets = data::BUNDLED_FILES.iter().zip(&files).map(|(n, b)| (n.to_string(), b.clone())).collect();
+    assets.insert("teacher".into(), vec![1, 2, 3]);
+    assert_eq!(bundled_data(&assets).unwrap(), s);
+    // No data assets: natively, the copy in the binary; some but not all: an error naming the missing ones.
+    assert_eq!(bundled_data(&Assets::new()).unwrap(), s);
+    assets.remove(data::BUNDLED_FILES[3]);
+    let e = bundled_data(&assets).unwrap_err().to_string();
+    assert!(e.contains("t10k-labels-idx1-ubyte.gz") && !e.contains("train-images"), "{e}");
+    // Swapped files: the parser names the file and the problem.
+    let e = data::bundled_from([&files[1], &files[0], &files[2], &files[3]]).unwrap_err().to_string();
+    assert!(e.contains("train-images-idx3-ubyte.gz"), "{e}");
+}
+
+#[test]
 fn installed_fashion_mnist_loads_when_present() {
     if !Path::new(data::spec::FASHION_MNIST_DIR).is_dir() {
         eprintln!("SKIPPED: {} is not installed", data::spec::FASHION_MNIST_DIR);

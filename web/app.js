@@ -5,11 +5,15 @@
 // 'nowebgpu' | 'error'), window.__selftest (the self-test report, or { error }),
 // window.__result (set when a training run reaches its step limit), window.__errors,
 // window.__info (what init() said about the adapter), window.__distil (set when a Distil run
-// reaches its step count), window.__try (the last "Try it" predictions).
+// reaches its step count), window.__obow (set when an OBoW run reaches its step count, after
+// its probe and word grid), window.__try (the last "Try it" predictions).
 // Query parameters: ?steps=N (stop after N steps), ?chunk=K (steps per step() call, fixed),
 // ?matmul=tiled|register (kernel override), #train (open a tab); for the Distil tab:
 // ?dchunk=K (steps per step() call, fixed), ?eval_ms=T (held-out evaluation every T ms of
-// training; default 4000), ?cka_images=N (test images for CKA; default 128).
+// training; default 4000), ?cka_images=N (test images for CKA; default 128); for the OBoW tab:
+// ?ochunk=K (steps per step() call), ?probe_train=N, ?probe_test=N, ?probe_epochs=N (the
+// linear probe's budget; default 1000, 500, 10), ?words_shown=N, ?word_images=N (the word
+// grid: words drawn, test images searched; default 8, 300).
 
 import initWasm, * as wd from './pkg/webdistill.js';
 
@@ -73,17 +77,20 @@ function el(tag, attrs = {}, ...children) {
 
 // ---------------------------------------------------------------- tabs
 
-// Each tab: { id, title, template (id of a <template>), mount(panel, app) }. A tab appears
-// only when it has something real to show (the OBoW tab registers here once its session
-// exists in the library).
-const TABS = [
+// Each tab: { id, title, template (id of a <template>), mount(panel, app), kind (the session
+// kind it needs; the tab appears only when the library has it) }.
+const ALL_TABS = [
   { id: 'overview', title: 'Overview', template: 'tpl-overview', mount: mountOverview },
-  { id: 'distil', title: 'Distil', template: 'tpl-distil', mount: mountDistil },
-  { id: 'try', title: 'Try it', template: 'tpl-try', mount: mountTry },
-  { id: 'train', title: 'Train an MLP', template: 'tpl-train', mount: mountTrain },
+  { id: 'distil', title: 'Distil', template: 'tpl-distil', mount: mountDistil, kind: 'distill' },
+  { id: 'obow', title: 'OBoW', template: 'tpl-obow', mount: mountObow, kind: 'obow' },
+  { id: 'try', title: 'Try it', template: 'tpl-try', mount: mountTry, kind: 'distill' },
+  { id: 'train', title: 'Train an MLP', template: 'tpl-train', mount: mountTrain, kind: 'mlp' },
 ];
+let TABS = ALL_TABS;
 
 function buildTabs(app) {
+  const kinds = wd.sessionKinds();
+  TABS = ALL_TABS.filter((t) => !t.kind || kinds.includes(t.kind));
   const nav = $('#tabs');
   const main = $('#panels');
   const buttons = new Map();
@@ -397,7 +404,7 @@ function mountTrain(panel) {
   setButtons('idle');
 }
 
-// ---------------------------------------------------------------- the GPU queue and the teacher
+// ---------------------------------------------------------------- the GPU queue and the assets
 
 /** Run GPU calls one at a time: a session answers one call at a time (a second one while the
  * first is in flight is rejected), and the Distil and "Try it" tabs share sessions. */
@@ -411,16 +418,27 @@ function makeQueue() {
 }
 
 const TEACHER_URL = 'assets/resnet20_fmnist.safetensors';
+const DATA_DIR = 'data/'; // the bundled Fashion-MNIST subset's files (wd.bundledFiles())
 
-/** The shipped teacher's safetensors (web/build copies it next to the page), fetched once. */
-function loadTeacher(app) {
-  if (!app.teacher) {
-    app.teacher = fetch(TEACHER_URL).then(async (r) => {
-      if (!r.ok) throw new Error(`the teacher's weights (${TEACHER_URL}) could not be loaded: HTTP ${r.status} (was web/build run?)`);
-      return new Uint8Array(await r.arrayBuffer());
-    });
+async function fetchBytes(url, what) {
+  const r = await fetch(url);
+  if (!r.ok) throw new Error(`${what} (${url}) could not be loaded: HTTP ${r.status} (was web/build run?)`);
+  return new Uint8Array(await r.arrayBuffer());
+}
+
+/** The assets of a distillation or OBoW session, fetched once: the shipped teacher's
+ * safetensors (`teacher`) and the bundled data set's files (named as wd.bundledFiles()), all
+ * copied next to the page by web/build. */
+function loadAssets(app) {
+  if (!app.assets) {
+    const files = wd.bundledFiles();
+    app.assets = Promise.all([
+      fetchBytes(TEACHER_URL, "the teacher's weights"),
+      ...files.map((f) => fetchBytes(DATA_DIR + f, 'the bundled Fashion-MNIST subset')),
+    ]).then(([teacher, ...data]) => ({ teacher, ...Object.fromEntries(files.map((f, i) => [f, data[i]])) }));
+    app.assets.catch(() => { app.assets = null; }); // try again next time
   }
-  return app.teacher;
+  return app.assets;
 }
 
 // ---------------------------------------------------------------- distillation
@@ -659,12 +677,12 @@ function mountDistil(panel, app) {
     step = 0;
     const cfg = settings();
     try {
-      out.state.textContent = 'Loading the teacher…';
-      const teacher = await loadTeacher(app);
+      out.state.textContent = 'Loading the teacher and the data…';
+      const assets = await loadAssets(app);
       out.state.textContent = 'Building the sessions (compiling the plans)…';
       await freeSessions();
       if (app.releaseTry) await app.releaseTry();
-      const build = (method) => app.gpu(() => wd.Session.create('distill', { ...cfg, method }, { teacher }));
+      const build = (method) => app.gpu(() => wd.Session.create('distill', { ...cfg, method }, assets));
       d.sessions.distilled = await build(cfg.method);
       // The labels-only companion: the same student, data and order, without the teacher.
       if (cfg.method !== 'none') d.sessions.baseline = await build('none');
@@ -711,12 +729,12 @@ function mountDistil(panel, app) {
 
   clearData();
   setButtons('busy');
-  loadTeacher(app).then(() => {
+  loadAssets(app).then(() => {
     out.state.textContent = 'Ready.';
     setButtons('idle');
   }, (e) => {
     showError(e, 'Distil');
-    out.state.textContent = 'The teacher could not be loaded.';
+    out.state.textContent = 'The teacher or the data could not be loaded.';
   });
 }
 
@@ -772,6 +790,221 @@ function drawHeatmap(canvas, c) {
   g.fillText('teacher stages \u2193', 2, top - 4);
 }
 
+// ---------------------------------------------------------------- OBoW
+
+function mountObow(panel, app) {
+  const form = $('#obow-settings', panel);
+  const fixedChunk = query.has('ochunk') ? Math.max(1, parseInt(query.get('ochunk'), 10) || 1) : 0;
+  const intParam = (k, d) => (query.has(k) ? parseInt(query.get(k), 10) || d : d);
+  // The linear probe's budget (features of this many images, epochs of SGD) and the word grid.
+  const probeArgs = { train_images: intParam('probe_train', 1000), test_images: intParam('probe_test', 500), epochs: intParam('probe_epochs', 10) };
+  const wordArgs = { words: intParam('words_shown', 8), per_word: 6, test_images: intParam('word_images', 300) };
+  const btn = {
+    start: $('#obow-start', panel), stop: $('#obow-stop', panel),
+    resume: $('#obow-resume', panel), reset: $('#obow-reset', panel),
+  };
+  const out = {
+    step: $('#o-step', panel), loss: $('#o-loss', panel), ips: $('#o-ips', panel),
+    probe: $('#o-probe', panel), probeRandom: $('#o-probe-random', panel), probeInfo: $('#obow-probe-info', panel),
+    state: $('#obow-state', panel), info: $('#obow-info', panel), words: $('#obow-words', panel),
+  };
+
+  let session = null;
+  let running = false;
+  let loop = null;
+  let step = 0;
+  let lossData; // step, BoW loss
+  let plot = null;
+  let speed;
+  let first;
+  let last;
+
+  function clearData() {
+    lossData = [[], []];
+    speed = { steps: 0, seconds: 0, examples: 0 };
+    first = undefined;
+    last = undefined;
+    for (const k of ['step', 'loss', 'ips', 'probe', 'probeRandom']) out[k].textContent = '–';
+    out.probeInfo.textContent = '';
+    out.words.hidden = true;
+  }
+
+  function settings() {
+    const f = form.elements;
+    const s = {
+      model: f.model.value, batch: parseInt(f.batch.value, 10), lr: parseFloat(f.lr.value), words: parseInt(f.words.value, 10),
+      train_limit: parseInt(f.trainLimit.value, 10), test_limit: parseInt(f.testLimit.value, 10),
+    };
+    // The learning-rate and teacher-momentum schedules span the steps asked for.
+    s.epochs = Math.max(1, Math.ceil((parseInt(f.steps.value, 10) * s.batch) / s.train_limit));
+    return s;
+  }
+  const maxSteps = () => parseInt(form.elements.steps.value, 10) || 0;
+
+  function setButtons(state) {
+    btn.start.disabled = state !== 'idle';
+    btn.stop.disabled = state !== 'running';
+    btn.resume.disabled = state !== 'paused';
+    btn.reset.disabled = state === 'idle' || state === 'busy';
+    form.querySelectorAll('input, select').forEach((i) => { i.disabled = state !== 'idle'; });
+  }
+
+  function makePlot() {
+    const chart = $('#obow-loss-chart', panel);
+    chart.textContent = '';
+    plot = new uPlot({
+      width: Math.max(300, chart.clientWidth || 440), height: 260, scales: { x: { time: false }, y: {} },
+      axes: [{ label: 'step' }, { label: 'BoW loss' }],
+      series: [{ label: 'step' }, { label: 'BoW loss', stroke: '#7c3aed', width: 1.5, points: { show: false } }],
+    }, lossData, chart);
+  }
+  window.addEventListener('resize', () => {
+    if (plot) plot.setSize({ width: Math.max(300, $('#obow-loss-chart', panel).clientWidth), height: 260 });
+  });
+
+  async function probe() {
+    out.state.textContent = 'Linear probes: OBoW features vs random init…';
+    const p = await app.gpu(() => session.query('probe', probeArgs));
+    out.probe.textContent = `${(p.obow * 100).toFixed(1)}%`;
+    out.probeRandom.textContent = `${(p.random * 100).toFixed(1)}%`;
+    out.probeInfo.textContent = `Linear probe at step ${p.step}: a linear classifier trained for ${p.epochs} epoch${p.epochs === 1 ? '' : 's'} on the frozen features ` +
+      `of ${p.train_images} training images, top-1 on ${p.test_images} test images (${p.seconds.toFixed(1)} s).`;
+    return p;
+  }
+
+  async function drawWords() {
+    out.state.textContent = 'Drawing the visual words…';
+    const w = await app.gpu(() => session.query('words', wordArgs));
+    const canvas = $('#obow-words-canvas', panel);
+    canvas.width = w.width;
+    canvas.height = w.height;
+    canvas.style.width = `${Math.min(440, w.width * 2)}px`;
+    canvas.getContext('2d').putImageData(new ImageData(Uint8ClampedArray.from(w.pixels), w.width, w.height), 0, 0);
+    $('#obow-words-caption', panel).textContent = `Each row: ${w.patch}x${w.patch}-pixel test-image patches (what a stage-${w.stage} ` +
+      `feature-map cell sees) whose features fall on one visual word of vocabulary ${w.level}.`;
+    out.words.hidden = false;
+    return { width: w.width, height: w.height, level: w.level, stage: w.stage, patch: w.patch };
+  }
+
+  async function run() {
+    let chunk = fixedChunk || 1;
+    while (running) {
+      const n = Math.min(chunk, Math.max(0, maxSteps() - step));
+      if (n <= 0) break;
+      const m = await app.gpu(() => session.step(n));
+      step = m.step;
+      if (first === undefined) first = m.loss; // the first call also compiles the kernels: not timed
+      else {
+        speed.steps += n;
+        speed.seconds += m.seconds;
+        speed.examples += m.examples;
+      }
+      last = m.loss;
+      lossData[0].push(step);
+      lossData[1].push(m.loss);
+      out.step.textContent = String(step);
+      out.loss.textContent = fmt(m.loss);
+      if (speed.seconds > 0) out.ips.textContent = fmt(speed.examples / speed.seconds, 3);
+      if (!fixedChunk) {
+        if (m.seconds < 0.1 && n === chunk) chunk = Math.min(200, chunk * 2);
+        else if (m.seconds > 0.3) chunk = Math.max(1, Math.floor(chunk / 2));
+      }
+      plot.setData(lossData);
+      await yieldToBrowser();
+    }
+    running = false;
+    const finished = step >= maxSteps();
+    const p = await probe();
+    const words = await drawWords();
+    out.state.textContent = finished ? `Finished ${step} steps.` : `Stopped at step ${step}.`;
+    setButtons(finished ? 'finished' : 'paused');
+    if (finished) {
+      window.__obow = {
+        ok: true, settings: settings(), steps: step, first_loss: first, last_loss: last, losses: lossData[1].slice(),
+        steps_per_sec: speed.steps / speed.seconds, images_per_sec: speed.examples / speed.seconds, probe: p, words,
+      };
+    }
+  }
+
+  function startLoop() {
+    running = true;
+    setButtons('running');
+    out.state.textContent = 'Training…';
+    loop = run().catch((e) => {
+      running = false;
+      showError(e, 'OBoW stopped');
+      out.state.textContent = 'Stopped by an error.';
+      setButtons(session ? 'paused' : 'idle');
+      window.__obow = { ok: false, error: describeError(e) };
+    });
+  }
+
+  async function freeSession() {
+    await app.gpu(() => {
+      if (session) session.free();
+    });
+    session = null;
+  }
+
+  btn.start.addEventListener('click', async () => {
+    setButtons('busy');
+    clearData();
+    step = 0;
+    const cfg = settings();
+    try {
+      out.state.textContent = 'Loading the data…';
+      const assets = await loadAssets(app);
+      out.state.textContent = 'Building the session (compiling the plans)…';
+      await freeSession();
+      session = await app.gpu(() => wd.Session.create('obow', cfg, assets));
+      const info = session.describe();
+      out.info.textContent = `${info.model} (${info.params.toLocaleString('en-US')} parameters), vocabularies on stages ` +
+        `${info.levels.join(', ')} of ${cfg.words} words each; ${info.dispatches_per_step} GPU dispatches per step; ` +
+        `${info.train_images} training images (labels unused); ${$('#adapter').textContent}.`;
+      makePlot();
+    } catch (e) {
+      await freeSession().catch(() => {});
+      showError(e, 'Could not build the OBoW session');
+      out.state.textContent = 'Could not build the session.';
+      setButtons('idle');
+      return;
+    }
+    startLoop();
+  });
+
+  btn.stop.addEventListener('click', () => {
+    running = false;
+    btn.stop.disabled = true;
+    out.state.textContent = 'Stopping…';
+  });
+
+  btn.resume.addEventListener('click', () => startLoop());
+
+  btn.reset.addEventListener('click', async () => {
+    running = false;
+    setButtons('busy');
+    if (loop) await loop;
+    await freeSession();
+    clearData();
+    plot = null;
+    $('#obow-loss-chart', panel).textContent = '';
+    out.info.textContent = '';
+    out.state.textContent = 'Ready.';
+    window.__obow = undefined;
+    setButtons('idle');
+  });
+
+  clearData();
+  setButtons('busy');
+  loadAssets(app).then(() => {
+    out.state.textContent = 'Ready.';
+    setButtons('idle');
+  }, (e) => {
+    showError(e, 'OBoW');
+    out.state.textContent = 'The data could not be loaded.';
+  });
+}
+
 // ---------------------------------------------------------------- try it
 
 function mountTry(panel, app) {
@@ -805,8 +1038,8 @@ function mountTry(panel, app) {
       if (fallback) fallback.free();
       fallback = null;
       state.textContent = 'Building the models…';
-      const teacher = await loadTeacher(app);
-      fallback = await wd.Session.create('distill', { student, method: 'none', train_limit: 64, test_limit: 64 }, { teacher });
+      const assets = await loadAssets(app);
+      fallback = await wd.Session.create('distill', { student, method: 'none', train_limit: 64, test_limit: 64 }, assets);
       fallbackStudent = student;
     }
     return { s: fallback, name: `${student} (untrained: train it in the Distil tab)` };

@@ -41,8 +41,11 @@ const CHUNK = parseInt(arg('chunk', '5'), 10);
 // The tiny distillation run through the Distil tab (software adapters are slow: a few steps,
 // a tiny batch, small train/test sets). web/test times the same settings natively.
 const DISTIL = JSON.parse(arg('distil', '{}'));
-const DCHUNK = parseInt(arg('dchunk', '2'), 10);
-const CKA_IMAGES = 16;
+const DCHUNK = parseInt(arg('dchunk', '1'), 10);
+const CKA_IMAGES = 8;
+// The tiny OBoW run through the OBoW tab (form values), its linear probe's budget and the word grid.
+const OBOW = { model: 'resnet8', batch: 4, lr: 0.05, words: 16, steps: 3, trainLimit: 16, testLimit: 8 };
+const OBOW_PROBE = { train: 100, test: 50, epochs: 1 };
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/lib/chromium/chromium';
 const FIREFOX = process.env.FIREFOX || '/usr/bin/firefox-esr';
@@ -76,7 +79,12 @@ function serve(dir) {
 const results = [];
 const measured = {};
 
+// WEB_TEST_ONLY=REGEX runs only the tests whose names match (those that need an earlier test's
+// page still run it first, so pick them together).
+const ONLY = process.env.WEB_TEST_ONLY ? new RegExp(process.env.WEB_TEST_ONLY) : null;
+
 async function test(name, fn) {
+  if (ONLY && !ONLY.test(name)) return;
   const t0 = Date.now();
   try {
     await fn();
@@ -367,6 +375,57 @@ async function browserTests(kind, base) {
         await p3.screenshot({ path: path.join(artifacts, `${kind}-try.png`), fullPage: true });
       } finally {
         await p3.close();
+      }
+    });
+
+    await test(`${kind}: a tiny OBoW pre-training through the OBoW tab shows a finite BoW loss, the probe accuracies and the word grid`, async () => {
+      const url = `${base}/?ochunk=1&probe_train=${OBOW_PROBE.train}&probe_test=${OBOW_PROBE.test}&probe_epochs=${OBOW_PROBE.epochs}` +
+        `&words_shown=3&word_images=20#obow`;
+      const p4 = await open(browser, url, logs);
+      try {
+        await waitFor(p4, () => window.__status === 'ready', 120_000);
+        await waitFor(p4, () => document.getElementById('obow-state').textContent === 'Ready.', 60_000);
+        await p4.evaluate((cfg) => {
+          const f = document.getElementById('obow-settings').elements;
+          for (const [k, v] of Object.entries(cfg)) f[k].value = String(v);
+        }, OBOW);
+        await p4.click('#obow-start');
+        await waitFor(p4, () => window.__obow !== undefined, 120_000);
+        const r = await p4.evaluate(() => window.__obow);
+        assert.ok(r.ok, `OBoW failed: ${r.error}`);
+        assert.equal(r.steps, OBOW.steps);
+        assert.equal(r.losses.length, OBOW.steps);
+        for (const l of r.losses) assert.ok(Number.isFinite(l) && l > 0, `BoW loss ${l}`);
+        for (const k of ['obow', 'random']) assert.ok(r.probe[k] >= 0 && r.probe[k] <= 1, `probe ${k} ${r.probe[k]}`);
+        const shown = await p4.evaluate(() => Object.fromEntries(['o-step', 'o-loss', 'o-probe', 'o-probe-random']
+          .map((id) => [id, document.getElementById(id).textContent])));
+        assert.equal(number(shown['o-step']), OBOW.steps, `step shown: ${shown['o-step']}`);
+        assert.ok(Number.isFinite(number(shown['o-loss'])), `loss shows '${shown['o-loss']}'`);
+        for (const id of ['o-probe', 'o-probe-random']) assert.match(shown[id], /^\d+(\.\d)?%$/, `${id} shows '${shown[id]}'`);
+        assert.equal(await p4.$eval('#obow-state', (e) => e.textContent), `Finished ${OBOW.steps} steps.`);
+        assert.ok(await p4.$('#obow-loss-chart canvas'), 'no BoW loss chart');
+        // The word grid: a visible canvas of the answer's size with more than one colour in it.
+        const grid = await p4.evaluate(() => {
+          const c = document.getElementById('obow-words-canvas');
+          const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+          const colours = new Set();
+          for (let i = 0; i < px.length; i += 4) colours.add((px[i] << 16) | (px[i + 1] << 8) | px[i + 2]);
+          return { hidden: document.getElementById('obow-words').hidden, w: c.width, h: c.height, colours: colours.size };
+        });
+        assert.equal(grid.hidden, false, 'word grid hidden');
+        assert.deepEqual([grid.w, grid.h], [r.words.width, r.words.height]);
+        assert.ok(grid.w > 8 && grid.h > 8 && grid.colours > 2, `word grid ${JSON.stringify(grid)}`);
+        assert.deepEqual(await p4.evaluate(() => window.__errors), [], 'errors shown on the page');
+        measured[`${kind}_obow`] = r;
+        console.log(`     ${r.settings.model}, batch ${r.settings.batch}, ${r.settings.words} words, ${r.steps} steps: BoW loss ` +
+          `${r.losses.map((l) => l.toFixed(4)).join(', ')}; linear probe ${(r.probe.obow * 100).toFixed(1)}% vs random init ` +
+          `${(r.probe.random * 100).toFixed(1)}% (${r.probe.seconds.toFixed(1)} s); word grid ${grid.w}x${grid.h}`);
+        await p4.screenshot({ path: path.join(artifacts, `${kind}-obow.png`), fullPage: true });
+        await p4.click('#obow-reset');
+        await waitFor(p4, () => document.getElementById('obow-state').textContent === 'Ready.', 60_000);
+        assert.equal(await p4.$eval('#o-step', (e) => e.textContent), '–');
+      } finally {
+        await p4.close();
       }
     });
 

@@ -4,8 +4,9 @@
 //! - [`Dataset`]: u8 images `N x C x H x W` (CHW), U32 labels, class names; [`Splits`] holds
 //!   `train` and `test`.
 //! - [`bundled()`]: a stratified Fashion-MNIST subset (5000 train / 1000 test, MIT licence,
-//!   `data/fashion-mnist-subset/`) compiled into the binary, so training, the web demo and the
-//!   tests need no download.
+//!   `data/fashion-mnist-subset/`) compiled into native binaries, so training and the tests need
+//!   no download; [`bundled_from`] parses the same four files from bytes (the web page fetches
+//!   them from next to itself: the wasm does not hold them).
 //! - [`DataSpec`]: `--data` strings (`bundled`, `fashion-mnist[:DIR]`, `mnist:DIR`,
 //!   `cifar10:DIR`, `cifar100[-coarse]:DIR`, `folder:DIR`); [`DataSpec::load`] reads files
 //!   (native only). [`formats`] parses IDX (`.gz` or raw), CIFAR-10/100 binary and PNG/JPEG from
@@ -160,26 +161,33 @@ impl Dataset {
     }
 }
 
-/// The bundled Fashion-MNIST subset (see `data/fashion-mnist-subset/README.md`).
+/// The bundled Fashion-MNIST subset's four files (in `data/fashion-mnist-subset/`), in the order
+/// [`bundled_from`] takes them: training images and labels, test images and labels.
+pub const BUNDLED_FILES: [&str; 4] =
+    ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"];
+
+/// The bundled Fashion-MNIST subset (see `data/fashion-mnist-subset/README.md`), compiled into
+/// native binaries. The wasm build leaves it out (2.6 MB): a page fetches the four
+/// [`BUNDLED_FILES`] and parses them with [`bundled_from`].
+#[cfg(not(target_arch = "wasm32"))]
 pub fn bundled() -> Result<Splits> {
+    bundled_from([
+        include_bytes!("../../data/fashion-mnist-subset/train-images-idx3-ubyte.gz"),
+        include_bytes!("../../data/fashion-mnist-subset/train-labels-idx1-ubyte.gz"),
+        include_bytes!("../../data/fashion-mnist-subset/t10k-images-idx3-ubyte.gz"),
+        include_bytes!("../../data/fashion-mnist-subset/t10k-labels-idx1-ubyte.gz"),
+    ])
+}
+
+/// The bundled Fashion-MNIST subset from its four files' bytes, in the order of
+/// [`BUNDLED_FILES`] (what [`bundled`] does natively, and a page with the files it fetched).
+pub fn bundled_from(files: [&[u8]; 4]) -> Result<Splits> {
     const DIR: &str = "data/fashion-mnist-subset";
-    static TRAIN_IMAGES: &[u8] = include_bytes!("../../data/fashion-mnist-subset/train-images-idx3-ubyte.gz");
-    static TRAIN_LABELS: &[u8] = include_bytes!("../../data/fashion-mnist-subset/train-labels-idx1-ubyte.gz");
-    static TEST_IMAGES: &[u8] = include_bytes!("../../data/fashion-mnist-subset/t10k-images-idx3-ubyte.gz");
-    static TEST_LABELS: &[u8] = include_bytes!("../../data/fashion-mnist-subset/t10k-labels-idx1-ubyte.gz");
+    let [train_images, train_labels, test_images, test_labels] = files;
+    let [ti, tl, ei, el] = BUNDLED_FILES.map(|f| format!("{DIR}/{f}"));
     let names = &formats::FASHION_MNIST_CLASSES;
     Ok(Splits {
-        train: formats::idx_dataset(
-            "fashion-mnist-subset/train",
-            (TRAIN_IMAGES, &format!("{DIR}/train-images-idx3-ubyte.gz")),
-            (TRAIN_LABELS, &format!("{DIR}/train-labels-idx1-ubyte.gz")),
-            names,
-        )?,
-        test: formats::idx_dataset(
-            "fashion-mnist-subset/test",
-            (TEST_IMAGES, &format!("{DIR}/t10k-images-idx3-ubyte.gz")),
-            (TEST_LABELS, &format!("{DIR}/t10k-labels-idx1-ubyte.gz")),
-            names,
-        )?,
+        train: formats::idx_dataset("fashion-mnist-subset/train", (train_images, &ti), (train_labels, &tl), names)?,
+        test: formats::idx_dataset("fashion-mnist-subset/test", (test_images, &ei), (test_labels, &el), names)?,
     })
 }

@@ -102,14 +102,17 @@ impl Default for LoadOptions {
 }
 
 impl DataSpec {
-    /// Load both splits. In the browser only [`DataSpec::Bundled`] works (no file system):
-    /// parse fetched bytes with [`super::formats`] instead.
+    /// Load both splits (native only: in the browser there is no file system, so parse fetched
+    /// bytes with [`super::bundled_from`] or [`super::formats`] instead).
     pub fn load(&self, opts: &LoadOptions) -> Result<super::Splits> {
         #[cfg(target_arch = "wasm32")]
         {
             let _ = opts;
             match self {
-                DataSpec::Bundled => super::bundled(),
+                DataSpec::Bundled => Err(Error::usage(format!(
+                    "--data bundled: the wasm build does not hold the bundled subset; fetch data/fashion-mnist-subset/{{{}}} and parse them with data::bundled_from",
+                    super::BUNDLED_FILES.join(",")
+                ))),
                 other => Err(Error::usage(format!(
                     "--data {other}: there is no file system in the browser; parse fetched bytes with data::formats"
                 ))),

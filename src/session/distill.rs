@@ -4,7 +4,7 @@
 
 use super::{Assets, LocalFuture, Metrics, Session, now_ms};
 use crate::checkpoint;
-use crate::data::{self, Splits};
+use crate::data::Splits;
 use crate::error::{Error, Result};
 use crate::gpu::Context;
 use crate::train::session::Session as Run;
@@ -89,9 +89,9 @@ pub struct DistillSession {
 
 impl DistillSession {
     /// `assets["teacher"]`: the teacher's safetensors (needed to distil; optional for `none`,
-    /// where it still serves CKA and predictions).
+    /// where it still serves CKA and predictions); the data set's files: see [`super::bundled_data`].
     pub fn new(ctx: &Context, settings: DistillSettings, assets: &Assets) -> Result<Self> {
-        let splits = data::bundled()?;
+        let splits = super::bundled_data(assets)?;
         let teacher = match assets.get("teacher") {
             Some(bytes) => Some(checkpoint::parse(bytes, "teacher asset")?),
             None if settings.method != "none" => {

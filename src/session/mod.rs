@@ -10,6 +10,7 @@ pub mod distill;
 pub mod mlp;
 pub mod obow;
 
+use crate::data;
 use crate::error::{Error, Result};
 use crate::gpu::Context;
 use serde::Serialize;
@@ -68,6 +69,25 @@ pub trait Session {
 /// the page fetches them, the CLI reads them from disk. Sessions that need none ignore them.
 pub type Assets = std::collections::BTreeMap<String, Vec<u8>>;
 
+/// The bundled Fashion-MNIST subset for a session: from the assets named as its files
+/// ([`data::BUNDLED_FILES`], what the page fetches), or natively, when they are not given, the
+/// copy compiled into the binary ([`data::bundled`]).
+pub fn bundled_data(assets: &Assets) -> Result<data::Splits> {
+    let files = data::BUNDLED_FILES.map(|f| assets.get(f));
+    if let [Some(a), Some(b), Some(c), Some(d)] = files {
+        return data::bundled_from([a, b, c, d]);
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    if files.iter().all(|f| f.is_none()) {
+        return data::bundled();
+    }
+    let missing: Vec<&str> = data::BUNDLED_FILES.iter().zip(&files).filter(|(_, f)| f.is_none()).map(|(n, _)| *n).collect();
+    Err(Error::usage(format!(
+        "the bundled Fashion-MNIST subset is missing: pass data/fashion-mnist-subset/{{{}}} as the assets named so",
+        missing.join(",")
+    )))
+}
+
 /// Session kinds [`create`] knows.
 pub const KINDS: &[&str] = &["mlp", "distill", "obow"];
 
@@ -77,7 +97,7 @@ pub fn create(ctx: &Context, kind: &str, config: &serde_json::Value, assets: &As
     match kind {
         "mlp" => Ok(Box::new(mlp::MlpSession::new(ctx, parse_config(kind, config)?)?)),
         "distill" => Ok(Box::new(distill::DistillSession::new(ctx, parse_config(kind, config)?, assets)?)),
-        "obow" => Ok(Box::new(obow::ObowWebSession::new(ctx, parse_config(kind, config)?)?)),
+        "obow" => Ok(Box::new(obow::ObowWebSession::new(ctx, parse_config(kind, config)?, assets)?)),
         _ => Err(Error::usage(format!("unknown session kind '{kind}' (known: {})", KINDS.join(", ")))),
     }
 }

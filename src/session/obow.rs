@@ -4,9 +4,9 @@
 //! linear probe of the pre-trained backbone against a random-init one (`probe`) and a picture
 //! of the visual words (`words`). Everything awaits the GPU; nothing blocks.
 
-use super::{LocalFuture, Metrics, Session, now_ms};
+use super::{Assets, LocalFuture, Metrics, Session, now_ms};
 use crate::checkpoint;
-use crate::data::{self, Splits};
+use crate::data::Splits;
 use crate::error::{Error, Result};
 use crate::gpu::Context;
 use crate::train::obow::ObowSession;
@@ -63,8 +63,10 @@ pub struct ObowWebSession {
 }
 
 impl ObowWebSession {
-    pub fn new(ctx: &Context, settings: ObowSettings) -> Result<Self> {
-        let splits = data::bundled()?;
+    /// The data set's files come as assets (see [`super::bundled_data`]; natively they may be
+    /// left out).
+    pub fn new(ctx: &Context, settings: ObowSettings, assets: &Assets) -> Result<Self> {
+        let splits = super::bundled_data(assets)?;
         let run = ObowSession::new(ctx, settings.config()?, &splits)?;
         Ok(ObowWebSession { settings, run, splits })
     }

@@ -127,6 +127,14 @@ pub fn session_kinds() -> Vec<String> {
     session::KINDS.iter().map(|s| s.to_string()).collect()
 }
 
+/// The bundled Fashion-MNIST subset's file names (`data/fashion-mnist-subset/`): the page
+/// fetches them (web/build copies them next to it) and passes them to `Session.create` as
+/// assets of the same names; the wasm does not hold the data.
+#[wasm_bindgen(js_name = bundledFiles)]
+pub fn bundled_files() -> Vec<String> {
+    crate::data::BUNDLED_FILES.iter().map(|s| s.to_string()).collect()
+}
+
 /// Open the WebGPU device. Resolves to `{ name, vendor, architecture, backend, software,
 /// matmul, maxStorageBindingMiB, ... }`. Rejects with an `Error` named `WebGpuUnavailable`
 /// (no `navigator.gpu`) or `NoAdapterError` (WebGPU present, no adapter granted), whose
