@@ -4,8 +4,9 @@
 //                place (momentum, unbiased variance) and num_batches_tracked (channel 0).
 //   bn_backward  one workgroup per channel: sum(dy), sum(dy * xhat), then dx, dweight, dbias.
 //   bn_eval      elementwise with the running stats.
-// The *_serial forms do the same with one thread per channel and no barriers: better when a
-// channel has few elements (small maps, many channels) and barriers are expensive.
+// bn_backward_serial does the same with one thread per channel and no barriers: better when a
+// channel has few elements (small maps, many channels) and barriers are expensive. (A serial
+// bn_train gave gradients 1e-2 off PyTorch's in the resnet20 train-step golden and was removed.)
 
 struct BnP {
     n: u32, c: u32, hw: u32, m: u32,
@@ -161,42 +162,6 @@ fn bn_eval(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         let i = plane * bp.hw + p;
         b4[i] = b1[i] * scale + shift;
     }
-}
-
-// One thread per channel: the statistics, normalisation and running-stat update of bn_train.
-@compute @workgroup_size(64)
-fn bn_train_serial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let c = wid.x * 64u + lid;
-    if (c >= bp.c) { return; }
-    let stride = bp.c * bp.hw;
-    var s = 0.0;
-    for (var n = 0u; n < bp.n; n = n + 1u) {
-        let o = n * stride + c * bp.hw;
-        for (var p = 0u; p < bp.hw; p = p + 1u) { s = s + b1[o + p]; }
-    }
-    let mean = s / f32(bp.m);
-    var v = 0.0;
-    for (var n = 0u; n < bp.n; n = n + 1u) {
-        let o = n * stride + c * bp.hw;
-        for (var p = 0u; p < bp.hw; p = p + 1u) { let d = b1[o + p] - mean; v = v + d * d; }
-    }
-    let var_b = v / f32(bp.m);
-    let rstd = inverseSqrt(var_b + bp.eps);
-    var scale = rstd;
-    var shift = -mean * rstd;
-    if (bp.affine != 0u) {
-        scale = rstd * b2[c];
-        shift = b3[c] - mean * scale;
-    }
-    for (var n = 0u; n < bp.n; n = n + 1u) {
-        let o = n * stride + c * bp.hw;
-        for (var p = 0u; p < bp.hw; p = p + 1u) { b4[o + p] = b1[o + p] * scale + shift; }
-    }
-    b5[c] = mean;
-    b6[c] = rstd;
-    b7[c] = (1.0 - bp.momentum) * b7[c] + bp.momentum * mean;
-    b8[c] = (1.0 - bp.momentum) * b8[c] + bp.momentum * var_b * bp.unbias;
-    if (c == 0u) { bcount[0] = bcount[0] + 1u; }
 }
 
 @compute @workgroup_size(64)

@@ -130,8 +130,9 @@ impl Op for BnTrainOp {
             Bind::T(rest[1].var),
             Bind::T(rest[2].var),
         ];
-        let (p, grid) = (bn_params(&n.inputs[0].shape, self.eps, self.momentum, self.affine), bn_grid(l, &n.inputs[0].shape));
-        l.dispatch("batchnorm", if grid.1 { "bn_train_serial" } else { "bn_train" }, p, &binds, grid.0);
+        let p = bn_params(&n.inputs[0].shape, self.eps, self.momentum, self.affine);
+        // Always one workgroup per channel: see the note in shaders/batchnorm.wgsl.
+        l.dispatch("batchnorm", "bn_train", p, &binds, [n.inputs[0].shape[1] as u32, 1, 1]);
         Ok(())
     }
     fn cpu(&self, _n: &NodeRef, x: &[&CpuTensor]) -> Result<Vec<CpuTensor>> {
