@@ -49,6 +49,8 @@ TINY = dict(depths=(2, 2, 6, 2), heads=(3, 6, 12, 24))
 MODELS = {
     "vit_micro_p4": (32, lambda: VisionTransformer(img_size=32, patch_size=4, embed_dim=128, depth=6, num_heads=4,
                                                    num_classes=CLASSES)),
+    "vit_nano_p4": (32, lambda: VisionTransformer(img_size=32, patch_size=4, embed_dim=32, depth=4, num_heads=2,
+                                                  num_classes=CLASSES)),
     "vit_tiny_p4": (32, lambda: VisionTransformer(img_size=32, patch_size=4, embed_dim=192, depth=12, num_heads=3,
                                                   num_classes=CLASSES)),
     "vit_small_p4": (32, lambda: VisionTransformer(img_size=32, patch_size=4, embed_dim=384, depth=12, num_heads=6,
@@ -56,6 +58,8 @@ MODELS = {
     "deit_tiny_patch16_224": (224, lambda: timm.create_model("deit_tiny_patch16_224", num_classes=CLASSES)),
     "mixer_micro_p4": (32, lambda: MlpMixer(img_size=32, patch_size=4, embed_dim=128, num_blocks=6,
                                             mlp_ratio=(0.5, 4.0), num_classes=CLASSES)),
+    "mixer_nano_p4": (32, lambda: MlpMixer(img_size=32, patch_size=4, embed_dim=32, num_blocks=4,
+                                           mlp_ratio=(0.5, 4.0), num_classes=CLASSES)),
     "mixer_b16_224": (224, lambda: timm.create_model("mixer_b16_224", num_classes=CLASSES)),
     "resmlp_12_p4": (32, lambda: MlpMixer(img_size=32, patch_size=4, embed_dim=384, num_blocks=12, mlp_ratio=4,
                                           block_layer=ResBlock, norm_layer=Affine, num_classes=CLASSES)),

@@ -80,6 +80,16 @@ fn golden_vit_micro_p4() {
 }
 
 #[test]
+fn golden_vit_nano_p4() {
+    golden_case("vit_nano_p4");
+}
+
+#[test]
+fn golden_mixer_nano_p4() {
+    golden_case("mixer_nano_p4");
+}
+
+#[test]
 fn golden_vit_tiny_p4() {
     golden_case("vit_tiny_p4");
 }
