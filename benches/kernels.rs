@@ -7,5 +7,5 @@ fn main() {
         .ok()
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![256, 512, 1024]);
-    webdistill::cli::bench::run(&ctx, "all", &sizes).expect("benchmark");
+    webdistill::bench::run(&ctx, "all", &sizes).expect("benchmark");
 }

@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 use webdistill::embed::{self, Budget, Colormap, HostTrainer, Range, Rect, Style};
-use webdistill::train::session::Session;
+use webdistill::train::Run;
 use webdistill::train::{DistillConfig, TrainConfig};
 use webdistill::{Error, Result, checkpoint, data};
 
@@ -57,13 +57,13 @@ fn run() -> Result<()> {
         batch: 8,
         train_limit: 512,
         distill: Some(DistillConfig { method: "ofa".into(), teacher: "vit_nano_p4".into(), ..Default::default() }),
-        ..TrainConfig::recipe("quick")?
+        ..TrainConfig::preset("quick")?
     };
     let splits = data::bundled()?;
     // A randomly initialised teacher (a real app loads trained weights with checkpoint::read).
-    let teacher = Session::new(&ctx, TrainConfig { model: "vit_nano_p4".into(), distill: None, ..cfg.clone() }, &splits, None)?;
+    let teacher = Run::new(&ctx, TrainConfig { model: "vit_nano_p4".into(), distill: None, ..cfg.clone() }, &splits, None)?;
     let teacher = checkpoint::parse(&pollster::block_on(teacher.student_bytes(&Default::default()))?, "teacher")?;
-    let mut trainer = HostTrainer::new(Session::new(&ctx, cfg, &splits, Some(&teacher))?)?;
+    let mut trainer = HostTrainer::new(Run::new(&ctx, cfg, &splits, Some(&teacher))?)?;
 
     // The canvas: the loss curve on top, stage-1 feature maps below.
     let (cw, ch) = (320u32, 320u32);

@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::time::Instant;
+use webdistill::train::Run;
 use webdistill::train::TrainConfig;
-use webdistill::train::obow::ObowSession;
 use webdistill::{Context, data};
 
 fn part(scope: &str, label: &str) -> &'static str {
@@ -40,11 +40,11 @@ fn main() -> webdistill::Result<()> {
     let steps: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(3);
     let ctx = Context::new()?;
     let splits = data::bundled()?;
-    let mut cfg = TrainConfig::recipe("obow")?;
+    let mut cfg = TrainConfig::preset("obow")?;
     cfg.model = model.clone();
     cfg.batch = batch;
     cfg.test_limit = 100;
-    let mut s = ObowSession::new(&ctx, cfg, &splits)?;
+    let mut s = Run::new(&ctx, cfg, &splits, None)?;
     let o = s.cfg.obow.clone().unwrap();
     let views = o.crops + o.patches;
     println!(

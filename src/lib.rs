@@ -4,6 +4,8 @@
 //! differentiated at build time, compiled into a [`graph::Plan`] (ordered dispatches over an
 //! arena reused by liveness) and replayed with one submit per step. See docs/ARCHITECTURE.md.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod bench;
 pub mod checkpoint;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cli;

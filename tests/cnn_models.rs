@@ -12,11 +12,12 @@ use safetensors::{Dtype, tensor::TensorView};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use webdistill::checkpoint::{self, FileTensor, LoadOptions};
-use webdistill::cli::predict::{predict, read_npy, write_npy};
+use webdistill::data::npy::{read_npy, write_npy};
 use webdistill::golden::{synthetic, unit};
 use webdistill::graph::{Graph, Plan};
 use webdistill::models::{self, ModelConfig};
 use webdistill::nn::Fwd;
+use webdistill::train::inference::predict;
 use webdistill::{Error, Store};
 
 struct Golden {

@@ -5,14 +5,14 @@
 mod common;
 use common::ctx;
 use webdistill::Store;
-use webdistill::cli::demo::{SHIPPED_TEACHER_MODEL, shipped_teacher};
-use webdistill::cli::train::load_data;
 use webdistill::distill::fitnet::Hints;
 use webdistill::distill::ofa::OfaBranches;
 use webdistill::graph::Graph;
 use webdistill::models::{self, ModelConfig};
 use webdistill::nn::{Builder, Fwd};
-use webdistill::train::session::Session;
+use webdistill::train::Run;
+use webdistill::train::main_job::{SHIPPED_TEACHER_MODEL, shipped_teacher};
+use webdistill::train::runner::load_data;
 use webdistill::train::{DistillConfig, TrainConfig};
 
 /// Student name, image side, and for each branch the parameter-name fragments that must exist
@@ -95,7 +95,7 @@ fn tiny(student: &str, method: &str, seed: u64) -> TrainConfig {
         warmup_epochs: 0.0,
         seed,
         distill: Some(DistillConfig { method: method.into(), teacher: SHIPPED_TEACHER_MODEL.into(), ..DistillConfig::default() }),
-        ..TrainConfig::recipe("quick").unwrap()
+        ..TrainConfig::preset("quick").unwrap()
     }
 }
 
@@ -104,8 +104,8 @@ fn loss_before_after(cfg: TrainConfig, n: usize, gap: usize) -> (f32, f32, Vec<S
     let ctx = ctx();
     let splits = load_data("bundled", &cfg).unwrap();
     let teacher = shipped_teacher().unwrap();
-    let mut s = Session::new(&ctx, cfg, &splits, Some(&teacher)).unwrap();
-    let mean = |s: &mut Session, steps: usize| {
+    let mut s = Run::new(&ctx, cfg, &splits, Some(&teacher)).unwrap();
+    let mean = |s: &mut Run, steps: usize| {
         s.train_steps(steps).unwrap();
         let m = s.parse_train_metrics(&s.request_train_metrics().unwrap().wait(&ctx).unwrap());
         assert_eq!(m.steps, steps);
@@ -142,9 +142,9 @@ fn the_shipped_teacher_is_accurate_on_the_bundled_test_images() {
     let ctx = ctx();
     let cfg = TrainConfig { model: SHIPPED_TEACHER_MODEL.into(), test_limit: 200, eval_batch: 100, ..TrainConfig::default() };
     let splits = load_data("bundled", &cfg).unwrap();
-    let mut s = Session::new(&ctx, cfg, &splits, None).unwrap();
+    let mut s = Run::new(&ctx, cfg, &splits, None).unwrap();
     let t = shipped_teacher().unwrap();
-    webdistill::checkpoint::load_into(&s.store, webdistill::train::session::STUDENT, &t, "shipped teacher", &Default::default()).unwrap();
+    webdistill::checkpoint::load_into(&s.store, webdistill::train::STUDENT, &t, "shipped teacher", &Default::default()).unwrap();
     let r = s.evaluate().unwrap();
     eprintln!("shipped teacher: top-1 {}% on 200 bundled test images", r.top1);
     assert!(r.top1 > 70.0, "shipped teacher: top-1 {}% on 200 bundled test images", r.top1);

@@ -6,7 +6,7 @@
 mod common;
 use common::ctx;
 use webdistill::embed::{self, Budget, Colormap, HostTrainer, Layout, LossHistory, Range, Rect, Style, TensorView, TextureWriter};
-use webdistill::train::session::Session;
+use webdistill::train::Run;
 use webdistill::train::{DistillConfig, TrainConfig};
 use webdistill::{Context, checkpoint, data};
 
@@ -197,13 +197,13 @@ fn kd_config() -> TrainConfig {
         eval_batch: 16,
         distill: Some(DistillConfig { method: "kd".into(), teacher: "vit_nano_p4".into(), ..Default::default() }),
         seed: 7,
-        ..TrainConfig::recipe("quick").unwrap()
+        ..TrainConfig::preset("quick").unwrap()
     }
 }
 
 fn teacher_weights(ctx: &Context, splits: &data::Splits) -> std::collections::BTreeMap<String, checkpoint::FileTensor> {
     let cfg = TrainConfig { model: "vit_nano_p4".into(), distill: None, ..kd_config() };
-    let t = Session::new(ctx, cfg, splits, None).unwrap();
+    let t = Run::new(ctx, cfg, splits, None).unwrap();
     checkpoint::parse(&pollster::block_on(t.student_bytes(&Default::default())).unwrap(), "teacher").unwrap()
 }
 
@@ -228,12 +228,12 @@ fn adopted_device_trains_bit_for_bit_like_the_library_s_own() {
     assert!(host.adopted);
 
     // Library-owned: three steps in one submit, as the CLI does.
-    let mut a = Session::new(&own, kd_config(), &splits, Some(&teacher)).unwrap();
+    let mut a = Run::new(&own, kd_config(), &splits, Some(&teacher)).unwrap();
     a.train_steps(3).unwrap();
     let ma = a.parse_train_metrics(&a.request_train_metrics().unwrap().wait(&own).unwrap());
 
     // Host-driven: one step per frame in the host's encoder, then the trainer's own submit.
-    let mut t = HostTrainer::new(Session::new(&host, kd_config(), &splits, Some(&teacher)).unwrap()).unwrap();
+    let mut t = HostTrainer::new(Run::new(&host, kd_config(), &splits, Some(&teacher)).unwrap()).unwrap();
     for _ in 0..2 {
         let mut enc = device.create_command_encoder(&Default::default());
         assert_eq!(t.encode(&mut enc, Budget::Steps(1)), 1);
@@ -246,7 +246,7 @@ fn adopted_device_trains_bit_for_bit_like_the_library_s_own() {
     assert_eq!(t.steps_submitted(), 3);
 
     let wa = pollster::block_on(a.student_bytes(&Default::default())).unwrap();
-    let wb = pollster::block_on(t.session().student_bytes(&Default::default())).unwrap();
+    let wb = pollster::block_on(t.run().student_bytes(&Default::default())).unwrap();
     assert!(wa == wb, "student weights differ between the library's device and the adopted one");
     // Same losses too: the GPU loss history holds each call's mean; their mean is the run's.
     let hist = t.loss_history().read(&host).unwrap();
@@ -262,7 +262,7 @@ fn adopted_device_trains_bit_for_bit_like_the_library_s_own() {
     t.encode_cka(&mut enc, 16).unwrap();
     queue.submit([enc.finish()]);
     let on_gpu = view.read(&host).unwrap();
-    let read_back = pollster::block_on(t.session_mut().cka_async(16)).unwrap();
+    let read_back = pollster::block_on(t.run_mut().cka_async(16)).unwrap();
     assert_eq!(on_gpu, read_back.values);
     assert!(on_gpu.iter().all(|v| v.is_finite() && (-1e-3..=1.0 + 1e-3).contains(v)), "{on_gpu:?}");
 }

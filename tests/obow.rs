@@ -14,7 +14,7 @@ use webdistill::nn::{BatchNorm2d, Builder, Fwd, Linear};
 use webdistill::ops::obow::vocab_location;
 use webdistill::optim::{Ema, Method, OptimState, Optimizer, Schedule};
 use webdistill::store::{Init, Which};
-use webdistill::train::obow::ObowSession;
+use webdistill::train::Run;
 use webdistill::train::{ObowConfig, TrainConfig};
 use webdistill::{Store, data};
 
@@ -223,7 +223,7 @@ fn teacher_ema_follows_the_cosine_momentum() {
 fn short_obow_run_lowers_the_bow_loss() {
     let ctx = ctx();
     let splits = data::bundled().unwrap();
-    let mut cfg = TrainConfig::recipe("obow").unwrap();
+    let mut cfg = TrainConfig::preset("obow").unwrap();
     cfg.model = "resnet8".into();
     cfg.batch = 8;
     cfg.lr = 0.1;
@@ -231,7 +231,7 @@ fn short_obow_run_lowers_the_bow_loss() {
     cfg.train_limit = 8 * 24;
     cfg.test_limit = 50;
     cfg.obow = Some(ObowConfig { words: 64, crops: 1, patches: 2, ..ObowConfig::default() });
-    let mut s = ObowSession::new(&ctx, cfg, &splits).unwrap();
+    let mut s = Run::new(&ctx, cfg, &splits, None).unwrap();
     let mut bow = Vec::new();
     for _ in 0..s.steps_per_epoch / 4 {
         s.train_steps(4).unwrap();

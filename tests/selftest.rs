@@ -101,7 +101,7 @@ fn mlp_session_learns_the_spirals() {
 fn sessions_report_bad_settings_readably() {
     let ctx = ctx();
     let err = |kind: &str, cfg: serde_json::Value| session::create(&ctx, kind, &cfg, &Assets::new()).err().unwrap().to_string();
-    assert!(err("nope", serde_json::json!({})).contains("unknown session kind 'nope' (known: mlp, distill, obow)"));
+    assert!(err("nope", serde_json::json!({})).contains("unknown session kind 'nope' (known: mlp, distill, obow, run)"));
     let e = err("mlp", serde_json::json!({ "hiden": 3 }));
     assert!(e.contains("settings of the 'mlp' session") && e.contains("hiden"), "{e}");
     let e = err("mlp", serde_json::json!({ "batch": 100000 }));
@@ -128,4 +128,28 @@ fn distill_session_steps_report_their_loss_terms() {
     let mut mlp = session::create(&ctx, "mlp", &serde_json::json!({}), &Assets::new()).unwrap();
     let json = serde_json::to_value(run(&mut mlp, 1)).unwrap();
     assert!(json.get("terms").is_none(), "{json}");
+}
+
+#[test]
+fn run_sessions_take_any_config_and_answer_the_run_s_queries() {
+    // The `run` kind: any TrainConfig as JSON, here a tiny supervised resnet8.
+    let ctx = ctx();
+    let config = serde_json::json!({ "config": { "model": "resnet8", "batch": 4, "epochs": 1, "train_limit": 8, "test_limit": 8, "eval_batch": 8 } });
+    let mut s = session::create(&ctx, "run", &config, &Assets::new()).unwrap();
+    assert_eq!(s.kind(), "run");
+    let d = s.describe();
+    assert_eq!((d["recipe"].as_str(), d["student"].as_str()), (Some("supervised"), Some("resnet8")), "{d}");
+    assert_eq!(d["terms"], serde_json::json!(["gt"]));
+    let m = run(&mut s, 1);
+    assert!(m.loss.is_finite() && m.step == 1, "{m:?}");
+    let classes = pollster::block_on(s.query("classes", &serde_json::Value::Null)).unwrap();
+    assert_eq!(classes.as_array().map(|a| a.len()), Some(10));
+    let e = pollster::block_on(s.query("cka", &serde_json::Value::Null)).unwrap_err().to_string();
+    assert!(e.contains("CKA needs a teacher"), "{e}");
+    let e = pollster::block_on(s.query("nope", &serde_json::Value::Null)).unwrap_err().to_string();
+    assert_eq!(e, "the 'supervised' run has no query named 'nope' (known: classes, cka, sample, predict)");
+    // Only the bundled data reaches a page.
+    let bad = serde_json::json!({ "config": { "data": "cifar10:/x" } });
+    let e = session::create(&ctx, "run", &bad, &Assets::new()).err().unwrap().to_string();
+    assert!(e.contains("bundled data"), "{e}");
 }

@@ -3,8 +3,8 @@
 
 mod common;
 use common::ctx;
-use webdistill::cli::train::{RunOptions, load_data, run};
 use webdistill::train::TrainConfig;
+use webdistill::train::runner::{RunOptions, Silent, load_data, run};
 
 fn tiny(model: &str, epochs: usize) -> TrainConfig {
     TrainConfig {
@@ -16,7 +16,7 @@ fn tiny(model: &str, epochs: usize) -> TrainConfig {
         eval_batch: 20,
         lr: 2e-3,
         warmup_epochs: 0.0,
-        ..TrainConfig::recipe("quick").unwrap()
+        ..TrainConfig::preset("quick").unwrap()
     }
 }
 
@@ -25,13 +25,12 @@ fn resume_continues_exactly_where_it_stopped() {
     let ctx = ctx();
     let base = std::env::temp_dir().join(format!("webdistill-resume-{}", std::process::id()));
     let (a, b) = (base.join("straight"), base.join("resumed"));
-    let quiet = RunOptions { quiet: true, ..Default::default() };
-    let straight = run(&ctx, tiny("resnet8", 2), Some(&a), &quiet).unwrap();
+    let straight = run(&ctx, tiny("resnet8", 2), Some(&a), &RunOptions::default(), &mut Silent).unwrap();
     // Stop after one of the two epochs (as an interrupted run), then resume the directory.
-    run(&ctx, tiny("resnet8", 2), Some(&b), &RunOptions { stop_after: Some(1), ..quiet.clone() }).unwrap();
+    run(&ctx, tiny("resnet8", 2), Some(&b), &RunOptions { stop_after: Some(1), ..Default::default() }, &mut Silent).unwrap();
     let cfg_path = b.join("config.toml");
     let cfg = TrainConfig::from_toml(&std::fs::read_to_string(&cfg_path).unwrap(), "config").unwrap();
-    let resumed = run(&ctx, cfg, Some(&b), &RunOptions { resume: true, plot: true, ..quiet }).unwrap();
+    let resumed = run(&ctx, cfg, Some(&b), &RunOptions { resume: true, plot: true, ..Default::default() }, &mut Silent).unwrap();
     let wa = webdistill::checkpoint::read(&a.join("last.safetensors")).unwrap();
     let wb = webdistill::checkpoint::read(&b.join("last.safetensors")).unwrap();
     assert_eq!(wa.keys().collect::<Vec<_>>(), wb.keys().collect::<Vec<_>>());

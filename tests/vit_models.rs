@@ -10,11 +10,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use webdistill::Store;
 use webdistill::checkpoint;
-use webdistill::cli::predict;
+use webdistill::data::npy;
 use webdistill::golden;
 use webdistill::graph::{Graph, Plan};
 use webdistill::models::{self, Backbone, FeatureShape, ModelConfig};
 use webdistill::nn::{Builder, Fwd};
+use webdistill::train::inference::predict;
 
 fn golden_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(format!("{name}.safetensors"))
@@ -67,7 +68,7 @@ fn golden_case(name: &str) {
 
     let shape = [2, 3, img, img];
     let x = golden::synthetic("input", &shape);
-    let (oshape, got) = predict::predict(&ctx, name, &path, &shape, &x, 2).unwrap();
+    let (oshape, got) = predict(&ctx, name, &path, &shape, &x, 2).unwrap();
     assert_eq!(oshape, vec![2, classes]);
     let err = rel_error(&got, &want.data);
     println!("{name}: logits rel. error vs timm {err:.2e}");
@@ -182,7 +183,7 @@ fn predict_cli_reads_a_timm_written_checkpoint() {
     let dir = export_dir().join("cli");
     std::fs::create_dir_all(&dir).unwrap();
     let (input, out) = (dir.join("x.npy"), dir.join("logits.npy"));
-    predict::write_npy(&input, &[2, 3, 32, 32], &golden::synthetic("input", &[2, 3, 32, 32])).unwrap();
+    npy::write_npy(&input, &[2, 3, 32, 32], &golden::synthetic("input", &[2, 3, 32, 32])).unwrap();
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_webdistill"))
         .args(["predict", "--model", name, "--weights"])
         .arg(&weights)
@@ -194,7 +195,7 @@ fn predict_cli_reads_a_timm_written_checkpoint() {
         .status()
         .unwrap();
     assert!(status.success());
-    let (shape, got) = predict::read_npy(&out).unwrap();
+    let (shape, got) = npy::read_npy(&out).unwrap();
     assert_eq!(shape, vec![2, 10]);
     let err = rel_error(&got, &want.data);
     assert!(err < 1e-4, "predict on timm's checkpoint: rel. error {err:.2e}");

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use webdistill::embed::{self, Budget, Colormap, HostTrainer, Layout, Panel, Range, Rect, Style};
-use webdistill::train::session::Session;
+use webdistill::train::Run;
 use webdistill::train::{DistillConfig, TrainConfig};
 use webdistill::{Context, Error, Result, checkpoint, data};
 
@@ -85,7 +85,7 @@ fn config(o: &Options) -> TrainConfig {
         eval_batch: 100,
         seed: o.seed,
         distill,
-        ..TrainConfig::recipe("quick").expect("the quick recipe exists")
+        ..TrainConfig::preset("quick").expect("the quick preset exists")
     }
 }
 
@@ -102,7 +102,7 @@ fn teacher_weights(
         return checkpoint::read(p).map(Some);
     }
     let cfg = TrainConfig { model: o.teacher.clone(), distill: None, ..config(o) };
-    let mut t = Session::new(ctx, cfg, splits, None)?;
+    let mut t = Run::new(ctx, cfg, splits, None)?;
     if o.teacher_steps > 0 {
         t.train_steps(o.teacher_steps)?;
         let m = t.parse_train_metrics(&t.request_train_metrics()?.wait(ctx)?);
@@ -249,17 +249,17 @@ pub struct Scene {
 }
 
 impl Scene {
-    /// Build the session on `ctx` (the host's adopted device), the canvas and its panels.
+    /// Build the run on `ctx` (the host's adopted device), the canvas and its panels.
     pub fn new(ctx: &Context, o: &Options) -> Result<Scene> {
         let splits = data::bundled()?;
         let teacher = teacher_weights(ctx, o, &splits)?;
-        let session = Session::new(ctx, config(o), &splits, teacher.as_ref())?;
-        let mut trainer = HostTrainer::new(session)?;
+        let run = Run::new(ctx, config(o), &splits, teacher.as_ref())?;
+        let mut trainer = HostTrainer::new(run)?;
         if !o.train {
             // Render-only: give the outputs something to show.
             trainer.submit(Budget::Steps(1))?;
         }
-        let cka_every = if trainer.session().teacher.is_some() { o.cka_every } else { 0 };
+        let cka_every = if trainer.run().teacher.is_some() { o.cka_every } else { 0 };
         let canvas = canvas_texture(&ctx.device, &ctx.queue, o.width, o.height);
         let panels = layout_panels(&mut trainer, &canvas, o.width, o.height, cka_every > 0)?;
         Ok(Scene { trainer, canvas, panels, budget: o.budget(), train: o.train, cka_every, frame: 0, steps: 0 })
@@ -495,7 +495,7 @@ pub fn run_training_only(o: &Options) -> Result<Report> {
     let ctx = embed::adopt(device.clone(), queue.clone())?;
     let splits = data::bundled()?;
     let teacher = teacher_weights(&ctx, o, &splits)?;
-    let mut t = HostTrainer::new(Session::new(&ctx, config(o), &splits, teacher.as_ref())?)?;
+    let mut t = HostTrainer::new(Run::new(&ctx, config(o), &splits, teacher.as_ref())?)?;
     for _ in 0..o.warmup_frames.max(1) {
         t.submit(o.budget())?;
     }

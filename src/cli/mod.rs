@@ -1,14 +1,15 @@
 //! The native command-line tool: a thin shell over the library.
 
-pub mod bench;
-pub mod demo;
+pub mod main_job;
 pub mod obow;
 pub mod predict;
 pub mod selftest;
 pub mod train;
 
+use crate::data::npy;
 use crate::error::Result;
 use crate::gpu::Context;
+use crate::train::inference;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -212,118 +213,76 @@ pub fn info(ctx: &Context) {
     println!("kernels: matmul {}, serial rows up to {}", ctx.profile.matmul.name(), ctx.profile.serial_row_max);
 }
 
-/// `train` and `distill`: a config from flags (or --config/--recipe, or --resume DIR's own).
-fn train_cmd(ctx: &Context, model: &str, distill: Option<&train::DistillArgs>, run: &train::RunArgs) -> Result<()> {
-    let (cfg, dir, resume) = match &run.resume {
-        Some(dir) => {
-            let p = dir.join("config.toml");
-            let text = std::fs::read_to_string(&p).map_err(|e| crate::error::Error::file(&p, e))?;
-            (crate::train::TrainConfig::from_toml(&text, &p.display().to_string())?, Some(dir.clone()), true)
-        }
-        None => {
-            let mut cfg = run.config(model)?;
-            if let Some(d) = distill {
-                d.apply(&mut cfg);
-            }
-            (cfg, run.out.clone(), false)
-        }
-    };
-    let opts = train::RunOptions { resume, plot: run.plot, quiet: run.quiet, stop_after: run.stop_after };
-    let s = train::run(ctx, cfg, dir.as_deref(), &opts)?;
-    println!(
-        "final: top-1 {:.2}% (best {:.2}%), top-5 {:.2}%, test loss {:.4}, {:.0} img/s{}",
-        s.last.top1,
-        s.best_top1,
-        s.last.top5,
-        s.last.loss,
-        s.images_per_s,
-        s.dir.map(|d| format!(", saved to {}", d.display())).unwrap_or_default()
-    );
-    Ok(())
-}
-
 pub fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Models) = cli.command {
+        return predict::list_models();
+    }
+    // Every other command runs on the GPU (the main job too).
+    let ctx = Context::new()?;
     match cli.command {
         Some(Command::Info) => {
-            let ctx = Context::new()?;
             info(&ctx);
         }
         Some(Command::Bench { what, sizes }) => {
-            let ctx = Context::new()?;
-            bench::run(&ctx, &what, &sizes)?;
+            crate::bench::run(&ctx, &what, &sizes)?;
         }
         Some(Command::Selftest { json, bench, kind, asset, steps, chunk, config }) => {
-            let ctx = Context::new()?;
             if bench {
                 selftest::bench(&ctx, &kind, &asset, steps, chunk, &config, json)?;
             } else {
                 selftest::selftest(&ctx, json)?;
             }
         }
-        Some(Command::Models) => predict::list_models()?,
+        Some(Command::Models) => unreachable!("handled above"),
         Some(Command::Train { model, run }) => {
-            let ctx = Context::new()?;
-            train_cmd(&ctx, &model, None, &run)?;
+            train::train_cmd(&ctx, &model, None, &run)?;
         }
         Some(Command::Distill { student, distill, run }) => {
-            let ctx = Context::new()?;
-            train_cmd(&ctx, &student, Some(&distill), &run)?;
+            train::train_cmd(&ctx, &student, Some(&distill), &run)?;
         }
         Some(Command::Obow { model, obow, run }) => {
-            let ctx = Context::new()?;
             obow::obow_cmd(&ctx, &model, &obow, &run)?;
         }
         Some(Command::Probe { features, epochs, batch, lr, weight_decay }) => {
-            let ctx = Context::new()?;
             let cfg = crate::train::probe::ProbeConfig { epochs, batch, lr, weight_decay, seed: features.seed };
             obow::probe_cmd(&ctx, &features, &cfg)?;
         }
         Some(Command::Fewshot { features, ways, shots, queries, episodes }) => {
-            let ctx = Context::new()?;
             let cfg = crate::train::probe::FewShotConfig { ways, shots: 1, queries, episodes, seed: features.seed };
             obow::fewshot_cmd(&ctx, &features, &shots, &cfg)?;
         }
         Some(Command::ObowWords { weights, data, out, level, words, per_word, seed, test_limit }) => {
-            let ctx = Context::new()?;
-            obow::words_cmd(&ctx, &weights, data.as_deref(), &out, level, words, per_word, seed, test_limit)?;
+            let req = crate::train::words::WordRequest { level, words, per_word, seed };
+            obow::words_cmd(&ctx, &weights, data.as_deref(), &out, &req, test_limit)?;
         }
         Some(Command::Cka { teacher, teacher_weights, student, student_weights, data, img_size, images, out }) => {
-            let ctx = Context::new()?;
-            let r = train::cka(&ctx, &teacher, &teacher_weights, &student, &student_weights, &data, img_size, images, &out)?;
+            let pair = inference::CkaPair {
+                teacher: &teacher,
+                teacher_weights: &teacher_weights,
+                student: &student,
+                student_weights: &student_weights,
+            };
+            let r = inference::cka(&ctx, &pair, &data, img_size, images, &out)?;
             println!("linear CKA on {} test images ({} stages x {} stages) | adapter: {}", r.images, teacher, student, ctx.adapter);
-            print!("{:>18}", "teacher \\ student");
-            for c in &r.student_stages {
-                print!("{c:>10}");
-            }
-            println!();
-            for (i, row) in r.teacher_stages.iter().enumerate() {
-                print!("{row:>18}");
-                for j in 0..r.student_stages.len() {
-                    print!("{:>10.3}", r.values[i * r.student_stages.len() + j]);
-                }
-                println!();
-            }
+            println!("{r}");
             println!("wrote {} and {}", out.join("cka.json").display(), out.join("cka.png").display());
         }
         Some(Command::Eval { model, weights, data, img_size, batch }) => {
-            let ctx = Context::new()?;
-            let r = train::eval(&ctx, &model, &weights, &data, img_size, batch)?;
+            let r = inference::eval(&ctx, &model, &weights, &data, img_size, batch)?;
             println!(
                 "{model} on {data}: top-1 {:.2}%, top-5 {:.2}%, loss {:.4} ({} images) | adapter: {}",
                 r.top1, r.top5, r.loss, r.images, ctx.adapter
             );
         }
         Some(Command::Predict { model, weights, input, out, batch }) => {
-            let (shape, x) = predict::read_npy(&input)?;
-            let ctx = Context::new()?;
-            let (oshape, logits) = predict::predict(&ctx, &model, &weights, &shape, &x, batch)?;
-            predict::write_npy(&out, &oshape, &logits)?;
+            let (shape, x) = npy::read_npy(&input)?;
+            let (oshape, logits) = inference::predict(&ctx, &model, &weights, &shape, &x, batch)?;
+            npy::write_npy(&out, &oshape, &logits)?;
             println!("wrote {} logits {:?} to {}", model, oshape, out.display());
         }
         None => {
-            let ctx = Context::new()?;
-            demo::main_job(&ctx)?;
+            main_job::main_job(&ctx)?;
         }
     }
     Ok(())

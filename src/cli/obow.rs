@@ -2,13 +2,13 @@
 //! features), `fewshot` (prototype few-shot accuracy) and `obow-words` (a picture of the
 //! vocabulary).
 
-use super::train::{self, RunArgs, load_data};
-use crate::checkpoint;
+use super::train::{Bar, RunArgs, config_of};
 use crate::error::{Error, Result};
 use crate::gpu::Context;
 use crate::train::TrainConfig;
 use crate::train::probe::{self, FeatureOptions, Features, FewShotConfig, ProbeConfig};
-use crate::train::report;
+use crate::train::runner;
+use crate::train::words::{self, WordRequest};
 use clap::Args;
 use std::path::{Path, PathBuf};
 
@@ -64,27 +64,11 @@ impl ObowArgs {
 /// `webdistill obow`: the config from the `obow` recipe (or --recipe/--config) and flags, or
 /// --resume DIR's own.
 pub fn obow_cmd(ctx: &Context, model: &str, args: &ObowArgs, run: &RunArgs) -> Result<()> {
-    let (cfg, dir, resume) = match &run.resume {
-        Some(dir) => {
-            let p = dir.join("config.toml");
-            let text = std::fs::read_to_string(&p).map_err(|e| Error::file(&p, e))?;
-            (TrainConfig::from_toml(&text, &p.display().to_string())?, Some(dir.clone()), true)
-        }
-        None => {
-            let mut r = run.clone();
-            if r.recipe.is_none() && r.config.is_none() {
-                r.recipe = Some("obow".into());
-            }
-            let mut cfg = r.config(model)?;
-            args.apply(&mut cfg);
-            (cfg, run.out.clone(), false)
-        }
-    };
+    let (cfg, dir, resume) = config_of(model, run, Some("obow"), |c| args.apply(c))?;
     if cfg.obow.is_none() {
         return Err(Error::usage("this run directory is not an OBoW run (use `webdistill train --resume`)"));
     }
-    let opts = train::RunOptions { resume, plot: run.plot, quiet: run.quiet, stop_after: run.stop_after };
-    let s = train::run(ctx, cfg, dir.as_deref(), &opts)?;
+    let s = runner::run(ctx, cfg, dir.as_deref(), &run.options(resume), &mut Bar::new(run.quiet))?;
     println!(
         "final: monitor top-1 {:.2}% (best {:.2}%), {:.0} img/s{}",
         s.last.top1,
@@ -124,12 +108,6 @@ pub struct FeatureArgs {
 
 impl FeatureArgs {
     fn extract(&self, ctx: &Context) -> Result<Features> {
-        let cfg = TrainConfig { img_size: self.img_size, ..TrainConfig::default() };
-        let splits = load_data(&self.data, &cfg)?;
-        let weights = match &self.weights {
-            Some(p) => Some((checkpoint::read(p)?, p.display().to_string())),
-            None => None,
-        };
         let opts = FeatureOptions {
             img_size: self.img_size,
             batch: 100,
@@ -137,7 +115,7 @@ impl FeatureArgs {
             test_limit: self.test_limit,
             seed: self.seed,
         };
-        pollster::block_on(Features::extract(ctx, &self.model, weights.as_ref().map(|(w, s)| (w, s.as_str())), &splits, &opts))
+        Features::from_files(ctx, &self.model, self.weights.as_deref(), &self.data, &opts)
     }
 
     fn what(&self) -> String {
@@ -221,50 +199,8 @@ pub fn fewshot_cmd(ctx: &Context, f: &FeatureArgs, shots: &[usize], cfg: &FewSho
 
 /// `webdistill obow-words`: for a sample of words of one level, the test-set patches nearest to
 /// each word, as a PNG grid (one row per word).
-#[allow(clippy::too_many_arguments)]
-pub fn words_cmd(
-    ctx: &Context,
-    weights: &Path,
-    data: Option<&str>,
-    out: &Path,
-    level: Option<usize>,
-    words: usize,
-    per_word: usize,
-    seed: u64,
-    test_limit: usize,
-) -> Result<()> {
-    // A run directory or its state.safetensors; config.toml beside it names the model.
-    let (state_path, dir) = if weights.is_dir() {
-        (weights.join("state.safetensors"), weights.to_path_buf())
-    } else {
-        (weights.to_path_buf(), weights.parent().map(|p| p.to_path_buf()).unwrap_or_default())
-    };
-    let cfg_path = dir.join("config.toml");
-    let text = std::fs::read_to_string(&cfg_path)
-        .map_err(|e| Error::file(&cfg_path, format!("{e} (obow-words reads the run's config.toml next to its state.safetensors)")))?;
-    let cfg = TrainConfig::from_toml(&text, &cfg_path.display().to_string())?;
-    if cfg.obow.is_none() {
-        return Err(Error::file(&cfg_path, "not an OBoW run"));
-    }
-    let state = checkpoint::read(&state_path)?;
-    let splits = load_data(data.unwrap_or(&cfg.data), &cfg)?;
-    let test = if test_limit > 0 { splits.test.head(test_limit) } else { splits.test.clone() };
-    let (mean, std) = splits.train.mean_std();
-    let grid = pollster::block_on(probe::word_grid(
-        ctx,
-        &cfg,
-        &state,
-        &state_path.display().to_string(),
-        &test,
-        &mean,
-        &std,
-        level,
-        words,
-        per_word,
-        seed,
-    ))?;
-    let scale = (48 / grid.side.max(1)).max(1);
-    report::patch_grid(out, &grid.rows, scale)?;
+pub fn words_cmd(ctx: &Context, weights: &Path, data: Option<&str>, out: &Path, req: &WordRequest, test_limit: usize) -> Result<()> {
+    let (grid, cfg) = words::picture_of_run(ctx, weights, data, out, req, test_limit)?;
     println!(
         "wrote {} ({} words of level {} = stage {} of {}, {} nearest test patches each, {}-px patches) | adapter: {}",
         out.display(),
@@ -272,7 +208,7 @@ pub fn words_cmd(
         grid.level + 1,
         grid.stage + 1,
         cfg.model,
-        per_word,
+        req.per_word,
         grid.side,
         ctx.adapter
     );

@@ -29,42 +29,21 @@ pub fn bench(ctx: &Context, kind: &str, assets: &[String], steps: usize, chunk: 
         files.insert(name.to_string(), bytes);
     }
     let mut s = session::create(ctx, kind, &config, &files)?;
-    pollster::block_on(async {
-        let first = s.step(1).await?;
-        let chunk = chunk.max(1);
-        let (mut done, mut secs, mut examples, mut last) = (0usize, 0.0f64, 0u64, first.clone());
-        while done < steps {
-            let n = chunk.min(steps - done);
-            last = s.step(n).await?;
-            done += n;
-            secs += last.seconds;
-            examples += last.examples;
-        }
-        let eval = s.evaluate().await?;
-        let desc = s.describe();
-        let steps_per_sec = done as f64 / secs.max(1e-9);
-        let images_per_sec = examples as f64 / secs.max(1e-9);
-        if json {
-            let out = serde_json::json!({
-                "adapter": ctx.adapter.to_string(),
-                "steps": done, "chunk": chunk, "seconds": secs,
-                "steps_per_sec": steps_per_sec, "images_per_sec": images_per_sec,
-                "first_loss": first.loss, "last_loss": last.loss,
-                "eval_loss": eval.loss, "accuracy": eval.accuracy,
-                "session": desc,
-            });
-            println!("{out}");
-        } else {
-            println!("adapter: {}", ctx.adapter);
-            println!("session: {}", desc);
-            println!(
-                "{done} steps in calls of {chunk} (after 1 warm-up step): {steps_per_sec:.1} steps/s, {images_per_sec:.0} images/s; loss {:.4} -> {:.4}; held-out loss {:.4}, accuracy {:.1}%",
-                first.loss,
-                last.loss,
-                eval.loss,
-                eval.accuracy.unwrap_or(0.0) * 100.0
-            );
-        }
-        Ok::<(), Error>(())
-    })
+    let t = crate::bench::session_steps(s.as_mut(), steps, chunk)?;
+    if json {
+        let out = serde_json::json!({
+            "adapter": ctx.adapter.to_string(),
+            "steps": t.steps, "chunk": t.chunk, "seconds": t.seconds,
+            "steps_per_sec": t.steps_per_sec(), "images_per_sec": t.images_per_sec(),
+            "first_loss": t.first_loss, "last_loss": t.last_loss,
+            "eval_loss": t.eval.loss, "accuracy": t.eval.accuracy,
+            "session": s.describe(),
+        });
+        println!("{out}");
+    } else {
+        println!("adapter: {}", ctx.adapter);
+        println!("session: {}", s.describe());
+        println!("{t}");
+    }
+    Ok(())
 }

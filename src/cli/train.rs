@@ -1,25 +1,19 @@
-//! `webdistill train`, `distill`, `eval`, `cka` and the main job: the native loop around a
-//! [`Session`] with a progress bar, per-epoch evaluation, checkpoints and reports.
+//! `webdistill train`, `distill` and `obow`: flags -> a [`TrainConfig`], then
+//! [`runner::run`] with a progress bar.
 
-use crate::checkpoint;
-use crate::data::{DataSpec, LoadOptions, Splits};
 use crate::error::{Error, Result};
 use crate::gpu::Context;
-use crate::graph::PlanStats;
-use crate::train::obow::ObowSession;
-use crate::train::report::{self, EpochRecord};
-use crate::train::session::{DataInfo, EvalResult, Session, TrainMetrics};
-use crate::train::{DistillConfig, TrainConfig};
+use crate::train::report::EpochRecord;
+use crate::train::runner::{self, Progress, RunOptions};
+use crate::train::{Run, TrainConfig, TrainMetrics};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::path::PathBuf;
 
 /// Flags shared by `train` and `distill` (each overrides the recipe / config file).
 #[derive(Args, Debug, Clone, Default)]
 pub struct RunArgs {
-    /// Named preset: cifar-cnn, cifar-vit or quick (papers-digest A6).
+    /// Named preset of settings: cifar-cnn, cifar-vit, quick (papers-digest A6) or obow.
     #[arg(long)]
     pub recipe: Option<String>,
     /// A config.toml (as written into every run directory) instead of flags.
@@ -91,7 +85,7 @@ impl RunArgs {
     pub fn config(&self, model: &str) -> Result<TrainConfig> {
         let mut c = match (&self.config, &self.recipe) {
             (Some(p), _) => TrainConfig::from_toml(&std::fs::read_to_string(p).map_err(|e| Error::file(p, e))?, &p.display().to_string())?,
-            (None, Some(r)) => TrainConfig::recipe(r)?,
+            (None, Some(r)) => TrainConfig::preset(r)?,
             (None, None) => TrainConfig::default(),
         };
         if !model.is_empty() {
@@ -174,207 +168,78 @@ impl DistillArgs {
     }
 }
 
-pub fn load_data(spec: &str, cfg: &TrainConfig) -> Result<Splits> {
-    let s: DataSpec = spec.parse()?;
-    let size = if cfg.img_size == 0 { LoadOptions::default().size } else { cfg.img_size };
-    s.load(&LoadOptions { size, ..LoadOptions::default() })
-}
-
-fn load_teacher(cfg: &TrainConfig) -> Result<Option<BTreeMap<String, checkpoint::FileTensor>>> {
-    match &cfg.distill {
-        Some(d) if d.method != "none" => Ok(Some(checkpoint::read(Path::new(&d.teacher_weights))?)),
-        _ => Ok(None),
+impl RunArgs {
+    /// The loop's options these flags ask for.
+    pub fn options(&self, resume: bool) -> RunOptions {
+        RunOptions { resume, plot: self.plot, stop_after: self.stop_after }
     }
 }
 
-/// What a finished run reports.
-#[derive(Clone, Debug)]
-pub struct RunSummary {
-    pub last: EvalResult,
-    pub best_top1: f32,
-    pub images_per_s: f32,
-    pub dir: Option<PathBuf>,
+/// The config of `train`, `distill` and `obow`: `--resume DIR`'s own, or the flags'
+/// (`default_preset` when neither --recipe nor --config is given), with `tweak` applying the
+/// command's own flags. Returns the config, the output directory and whether it resumes.
+pub fn config_of(
+    model: &str,
+    run: &RunArgs,
+    default_preset: Option<&str>,
+    tweak: impl FnOnce(&mut TrainConfig),
+) -> Result<(TrainConfig, Option<PathBuf>, bool)> {
+    if let Some(dir) = &run.resume {
+        let p = dir.join("config.toml");
+        let text = std::fs::read_to_string(&p).map_err(|e| Error::file(&p, e))?;
+        return Ok((TrainConfig::from_toml(&text, &p.display().to_string())?, Some(dir.clone()), true));
+    }
+    let mut r = run.clone();
+    if r.recipe.is_none() && r.config.is_none() {
+        r.recipe = default_preset.map(String::from);
+    }
+    let mut cfg = r.config(model)?;
+    tweak(&mut cfg);
+    Ok((cfg, run.out.clone(), false))
 }
 
-fn meta(cfg: &TrainConfig, extra: &[(&str, String)]) -> BTreeMap<String, String> {
-    let mut m = BTreeMap::from([
-        ("model".to_string(), cfg.model.clone()),
-        ("adapter".to_string(), cfg.adapter.clone()),
-        ("format".to_string(), "pt".to_string()),
-    ]);
-    for (k, v) in extra {
-        m.insert(k.to_string(), v.clone());
-    }
-    m
-}
-
-/// How [`run`] behaves beyond the config.
-#[derive(Clone, Debug, Default)]
-pub struct RunOptions {
-    pub resume: bool,
-    pub plot: bool,
-    pub quiet: bool,
-    /// Stop after this many epochs of this call (None: until the configured epochs).
-    pub stop_after: Option<usize>,
-}
-
-/// What the native loop needs of a compiled run: supervised training and distillation
-/// ([`Session`]) and OBoW pre-training ([`ObowSession`]) share the loop, its checkpoints,
-/// metrics, charts, resume and progress bar.
-pub trait Runnable {
-    fn config(&self) -> &TrainConfig;
-    fn data_info(&self) -> &DataInfo;
-    /// Steps taken so far (after a resume too).
-    fn steps_done(&self) -> usize;
-    fn steps_per_epoch(&self) -> usize;
-    fn plan_stats(&self) -> PlanStats;
-    /// Submit `n` training steps.
-    fn submit_steps(&mut self, n: usize) -> Result<()>;
-    /// Averages of the training metrics since the last call (waits for the GPU).
-    fn read_metrics(&mut self, ctx: &Context) -> Result<TrainMetrics>;
-    fn test(&mut self) -> Result<EvalResult>;
-    /// The student as PyTorch-named safetensors bytes.
-    fn student_file(&self, meta: &BTreeMap<String, String>) -> Result<Vec<u8>>;
-    /// Everything needed to resume.
-    fn state_file(&self) -> Result<Vec<u8>>;
-    fn restore(&mut self, tensors: &BTreeMap<String, checkpoint::FileTensor>, source: &str) -> Result<()>;
-}
-
-impl Runnable for Session {
-    fn config(&self) -> &TrainConfig {
-        &self.cfg
-    }
-    fn data_info(&self) -> &DataInfo {
-        &self.data
-    }
-    fn steps_done(&self) -> usize {
-        self.step
-    }
-    fn steps_per_epoch(&self) -> usize {
-        self.steps_per_epoch
-    }
-    fn plan_stats(&self) -> PlanStats {
-        self.train_stats().clone()
-    }
-    fn submit_steps(&mut self, n: usize) -> Result<()> {
-        self.train_steps(n)
-    }
-    fn read_metrics(&mut self, ctx: &Context) -> Result<TrainMetrics> {
-        Ok(self.parse_train_metrics(&self.request_train_metrics()?.wait(ctx)?))
-    }
-    fn test(&mut self) -> Result<EvalResult> {
-        self.evaluate()
-    }
-    fn student_file(&self, meta: &BTreeMap<String, String>) -> Result<Vec<u8>> {
-        pollster::block_on(self.student_bytes(meta))
-    }
-    fn state_file(&self) -> Result<Vec<u8>> {
-        pollster::block_on(self.state_bytes())
-    }
-    fn restore(&mut self, tensors: &BTreeMap<String, checkpoint::FileTensor>, source: &str) -> Result<()> {
-        self.load_state(tensors, source)
-    }
-}
-
-impl Runnable for ObowSession {
-    fn config(&self) -> &TrainConfig {
-        &self.cfg
-    }
-    fn data_info(&self) -> &DataInfo {
-        &self.data
-    }
-    fn steps_done(&self) -> usize {
-        self.step
-    }
-    fn steps_per_epoch(&self) -> usize {
-        self.steps_per_epoch
-    }
-    fn plan_stats(&self) -> PlanStats {
-        self.train_stats().clone()
-    }
-    fn submit_steps(&mut self, n: usize) -> Result<()> {
-        self.train_steps(n)
-    }
-    fn read_metrics(&mut self, ctx: &Context) -> Result<TrainMetrics> {
-        Ok(self.parse_train_metrics(&self.request_train_metrics()?.wait(ctx)?))
-    }
-    fn test(&mut self) -> Result<EvalResult> {
-        self.evaluate()
-    }
-    fn student_file(&self, meta: &BTreeMap<String, String>) -> Result<Vec<u8>> {
-        pollster::block_on(self.student_bytes(meta))
-    }
-    fn state_file(&self) -> Result<Vec<u8>> {
-        pollster::block_on(self.state_bytes())
-    }
-    fn restore(&mut self, tensors: &BTreeMap<String, checkpoint::FileTensor>, source: &str) -> Result<()> {
-        self.load_state(tensors, source)
-    }
-}
-
-/// Train, distil or pre-train with OBoW (as `cfg` says) for the configured epochs, writing
-/// everything into `dir` if given.
-pub fn run(ctx: &Context, cfg: TrainConfig, dir: Option<&Path>, opts: &RunOptions) -> Result<RunSummary> {
-    if cfg.obow.is_some() {
-        let splits = load_data(&cfg.data, &cfg)?;
-        let mut s = ObowSession::new(ctx, cfg, &splits)?;
-        return run_loop(ctx, &mut s, dir, opts);
-    }
-    let teacher = load_teacher(&cfg)?;
-    run_with_teacher(ctx, cfg, teacher.as_ref(), dir, opts)
-}
-
-/// [`run`] with the teacher's tensors already in memory (the main job embeds its teacher).
-pub fn run_with_teacher(
-    ctx: &Context,
-    cfg: TrainConfig,
-    teacher: Option<&BTreeMap<String, checkpoint::FileTensor>>,
-    dir: Option<&Path>,
-    opts: &RunOptions,
-) -> Result<RunSummary> {
-    let splits = load_data(&cfg.data, &cfg)?;
-    let init = cfg.init.clone();
-    let mut s = Session::new(ctx, cfg, &splits, teacher)?;
-    if !init.is_empty() && !opts.resume {
-        let path = Path::new(&init);
-        let n = s.load_student(&checkpoint::read(path)?, &path.display().to_string())?;
-        if !opts.quiet {
-            eprintln!("initialised the student from {} ({n} tensors)", path.display());
+/// `train` and `distill`.
+pub fn train_cmd(ctx: &Context, model: &str, distill: Option<&DistillArgs>, run: &RunArgs) -> Result<()> {
+    let (cfg, dir, resume) = config_of(model, run, None, |c| {
+        if let Some(d) = distill {
+            d.apply(c);
         }
-    }
-    run_loop(ctx, &mut s, dir, opts)
+    })?;
+    let s = runner::run(ctx, cfg, dir.as_deref(), &run.options(resume), &mut Bar::new(run.quiet))?;
+    println!(
+        "final: top-1 {:.2}% (best {:.2}%), top-5 {:.2}%, test loss {:.4}, {:.0} img/s{}",
+        s.last.top1,
+        s.best_top1,
+        s.last.top5,
+        s.last.loss,
+        s.images_per_s,
+        s.dir.map(|d| format!(", saved to {}", d.display())).unwrap_or_default()
+    );
+    Ok(())
 }
 
-/// The epoch loop over any [`Runnable`].
-pub fn run_loop<S: Runnable>(ctx: &Context, s: &mut S, dir: Option<&Path>, opts: &RunOptions) -> Result<RunSummary> {
-    let RunOptions { resume, plot, quiet, stop_after } = opts.clone();
-    let mut records: Vec<EpochRecord> = Vec::new();
-    let spe = s.steps_per_epoch();
-    if let Some(d) = dir {
-        std::fs::create_dir_all(d).map_err(|e| Error::file(d, e))?;
-        if resume {
-            let state = checkpoint::read(&d.join("state.safetensors"))?;
-            s.restore(&state, &d.join("state.safetensors").display().to_string())?;
-            let mp = d.join("metrics.jsonl");
-            records = if mp.exists() { report::read_jsonl(&mp)? } else { Vec::new() };
-            // Drop records of epochs after the saved state (a crash between the two writes).
-            let done = s.steps_done() / spe;
-            records.retain(|r| r.epoch <= done);
-        } else {
-            let _ = std::fs::remove_file(d.join("metrics.jsonl"));
-        }
-        checkpoint::write_atomic(&d.join("config.toml"), s.config().to_toml()?.as_bytes())?;
+/// The loop's progress on the terminal: the run and plan once, a bar per epoch (loss, terms,
+/// learning rate, images/s, ETA), a line per finished epoch. `quiet`: the epoch lines only.
+pub struct Bar {
+    quiet: bool,
+    bar: ProgressBar,
+}
+
+impl Bar {
+    pub fn new(quiet: bool) -> Bar {
+        Bar { quiet, bar: ProgressBar::hidden() }
     }
-    let start_epoch = s.steps_done() / spe;
-    let epochs = s.config().epochs;
-    let batch = s.config().batch;
-    let mut best = records.iter().map(|r| r.test_top1).fold(0.0f32, f32::max);
-    let stats = s.plan_stats();
-    if !quiet {
-        let d = s.data_info();
+}
+
+impl Progress for Bar {
+    fn start(&mut self, r: &Run) {
+        if self.quiet {
+            return;
+        }
+        let d = &r.data;
         eprintln!(
-            "{} on {} ({} train / {} test images, {} classes, {}x{}x{}) | adapter: {}\ntrain plan: {stats}",
-            describe(s.config()),
+            "{} on {} ({} train / {} test images, {} classes, {}x{}x{}) | adapter: {}\ntrain plan: {}",
+            r.describe(),
             d.name,
             d.train_images,
             d.test_images,
@@ -382,160 +247,35 @@ pub fn run_loop<S: Runnable>(ctx: &Context, s: &mut S, dir: Option<&Path>, opts:
             d.channels,
             d.size,
             d.size,
-            ctx.adapter
+            r.ctx.adapter,
+            r.train_stats()
         );
     }
-    let t_run = Instant::now();
-    let mut ips = 0.0f32;
-    let mut last = EvalResult::default();
-    let end_epoch = stop_after.map(|n| (start_epoch + n).min(epochs)).unwrap_or(epochs);
-    for epoch in start_epoch..end_epoch {
-        let pb = if quiet { ProgressBar::hidden() } else { ProgressBar::new(spe as u64) };
-        pb.set_style(ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}").unwrap().progress_chars("=> "));
-        pb.set_prefix(format!("{}/{}", epoch + 1, epochs));
-        let t0 = Instant::now();
-        let mut done = 0;
-        let mut loss_sum = 0.0f64;
-        let mut loss_n = 0usize;
-        let mut term_sums: BTreeMap<String, f64> = BTreeMap::new();
-        // Read metrics every few steps: this also keeps the host from running far ahead.
-        let chunk = (spe / 20).clamp(1, 50);
-        while done < spe {
-            let n = chunk.min(spe - done);
-            s.submit_steps(n)?;
-            let m = s.read_metrics(ctx)?;
-            done += n;
-            loss_sum += (m.loss * m.steps as f32) as f64;
-            loss_n += m.steps;
-            for (k, v) in &m.terms {
-                *term_sums.entry(k.clone()).or_default() += (*v * m.steps as f32) as f64;
-            }
-            let rate = (done * batch) as f32 / t0.elapsed().as_secs_f32();
-            pb.set_position(done as u64);
-            let terms: Vec<String> = m.terms.iter().map(|(k, v)| format!("{k} {v:.3}")).collect();
-            pb.set_message(format!("loss {:.4} ({}) lr {:.2e} {:.0} img/s", m.loss, terms.join(", "), m.lr, rate));
-            if !m.loss.is_finite() {
-                pb.abandon();
-                return Err(Error::usage(format!("the loss diverged (NaN/inf) at step {}: lower --lr or add --clip-grad", s.steps_done())));
-            }
+    fn note(&mut self, text: &str) {
+        if !self.quiet {
+            eprintln!("{text}");
         }
-        ips = (spe * batch) as f32 / t0.elapsed().as_secs_f32();
-        pb.finish_and_clear();
-        last = s.test()?;
-        let rec = EpochRecord {
-            epoch: epoch + 1,
-            step: s.steps_done(),
-            lr: 0.0,
-            train_loss: (loss_sum / loss_n.max(1) as f64) as f32,
-            test_loss: last.loss,
-            test_top1: last.top1,
-            test_top5: last.top5,
-            images_per_s: ips,
-            elapsed_s: t_run.elapsed().as_secs_f32(),
-            // Supervised runs keep their records as before; OBoW's terms go to terms.png.
-            terms: if s.config().obow.is_some() {
-                term_sums.into_iter().map(|(k, v)| (k, (v / loss_n.max(1) as f64) as f32)).collect()
-            } else {
-                BTreeMap::new()
-            },
-        };
-        if !quiet {
-            eprintln!(
-                "epoch {}/{}: train loss {:.4}, test loss {:.4}, top-1 {:.2}%, top-5 {:.2}%, {:.0} img/s",
-                rec.epoch, epochs, rec.train_loss, rec.test_loss, rec.test_top1, rec.test_top5, ips
-            );
-        }
-        records.push(rec.clone());
-        if let Some(d) = dir {
-            let m = meta(s.config(), &[("epoch", rec.epoch.to_string()), ("top1", format!("{:.2}", rec.test_top1))]);
-            let student = s.student_file(&m)?;
-            checkpoint::write_atomic(&d.join("last.safetensors"), &student)?;
-            if rec.test_top1 >= best {
-                best = rec.test_top1;
-                checkpoint::write_atomic(&d.join("best.safetensors"), &student)?;
-            }
-            checkpoint::write_atomic(&d.join("state.safetensors"), &s.state_file()?)?;
-            report::append_jsonl(&d.join("metrics.jsonl"), &rec)?;
-            if plot {
-                report::plot_run(d, &records)?;
-            }
-        }
-        best = best.max(rec.test_top1);
     }
-    if start_epoch >= end_epoch {
-        last = s.test()?;
+    fn epoch_start(&mut self, epoch: usize, epochs: usize, steps: usize) {
+        self.bar = if self.quiet { ProgressBar::hidden() } else { ProgressBar::new(steps as u64) };
+        self.bar.set_style(
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}").unwrap().progress_chars("=> "),
+        );
+        self.bar.set_prefix(format!("{epoch}/{epochs}"));
     }
-    Ok(RunSummary { last, best_top1: best, images_per_s: ips, dir: dir.map(|d| d.to_path_buf()) })
-}
-
-pub fn describe(c: &TrainConfig) -> String {
-    if let Some(o) = &c.obow {
-        return format!("OBoW pre-training of {} ({} words per level, {} crops + {} patches)", c.model, o.words, o.crops, o.patches);
+    fn steps(&mut self, done: usize, m: &TrainMetrics, images_per_s: f32) {
+        self.bar.set_position(done as u64);
+        let terms: Vec<String> = m.terms.iter().map(|(k, v)| format!("{k} {v:.3}")).collect();
+        self.bar.set_message(format!("loss {:.4} ({}) lr {:.2e} {:.0} img/s", m.loss, terms.join(", "), m.lr, images_per_s));
     }
-    match &c.distill {
-        Some(d) if d.method != "none" => format!("distilling {} -> {} with {}", d.teacher, c.model, d.method),
-        _ => format!("training {}", c.model),
+    fn epoch_end(&mut self, rec: &EpochRecord, epochs: usize) {
+        self.bar.finish_and_clear();
+        eprintln!(
+            "epoch {}/{}: train loss {:.4}, test loss {:.4}, top-1 {:.2}%, top-5 {:.2}%, {:.0} img/s, {:.0} s so far",
+            rec.epoch, epochs, rec.train_loss, rec.test_loss, rec.test_top1, rec.test_top5, rec.images_per_s, rec.elapsed_s
+        );
     }
-}
-
-/// `webdistill eval`: accuracy and loss of a checkpoint on a dataset's test split.
-pub fn eval(ctx: &Context, model: &str, weights: &Path, data: &str, img_size: usize, batch: usize) -> Result<EvalResult> {
-    let cfg = TrainConfig { model: model.into(), data: data.into(), img_size, eval_batch: batch, epochs: 1, ..TrainConfig::default() };
-    let splits = load_data(data, &cfg)?;
-    let mut s = Session::new(ctx, cfg, &splits, None)?;
-    let t = checkpoint::read(weights)?;
-    checkpoint::load_into(&s.store, crate::train::session::STUDENT, &t, &weights.display().to_string(), &Default::default())?;
-    s.evaluate()
-}
-
-/// `webdistill cka`: linear CKA between every teacher stage and every student stage on the
-/// first `images` test images; prints the matrix and writes `cka.json` and `cka.png` in `out`.
-#[allow(clippy::too_many_arguments)]
-pub fn cka(
-    ctx: &Context,
-    teacher: &str,
-    teacher_weights: &Path,
-    student: &str,
-    student_weights: &Path,
-    data: &str,
-    img_size: usize,
-    images: usize,
-    out: &Path,
-) -> Result<crate::train::session::CkaResult> {
-    let cfg = TrainConfig {
-        model: student.into(),
-        data: data.into(),
-        img_size,
-        epochs: 1,
-        distill: Some(DistillConfig {
-            method: "none".into(),
-            teacher: teacher.into(),
-            teacher_weights: teacher_weights.display().to_string(),
-            ..Default::default()
-        }),
-        ..TrainConfig::default()
-    };
-    let splits = load_data(data, &cfg)?;
-    let tw = checkpoint::read(teacher_weights)?;
-    let mut s = Session::new(ctx, cfg, &splits, Some(&tw))?;
-    let sw = checkpoint::read(student_weights)?;
-    checkpoint::load_into(&s.store, crate::train::session::STUDENT, &sw, &student_weights.display().to_string(), &Default::default())?;
-    let r = pollster::block_on(s.cka_async(images))?;
-    std::fs::create_dir_all(out).map_err(|e| Error::file(out, e))?;
-    let json = serde_json::json!({
-        "teacher": teacher, "student": student, "images": r.images, "adapter": ctx.adapter.to_string(),
-        "rows": r.teacher_stages, "cols": r.student_stages,
-        "cka": r.values.chunks(r.student_stages.len()).map(|c| c.to_vec()).collect::<Vec<_>>(),
-    });
-    checkpoint::write_atomic(&out.join("cka.json"), serde_json::to_string_pretty(&json).unwrap().as_bytes())?;
-    report::heatmap(
-        &out.join("cka.png"),
-        &format!("Linear CKA, {} images", r.images),
-        &r.values,
-        &r.teacher_stages,
-        &r.student_stages,
-        "teacher stage",
-        "student stage",
-    )?;
-    Ok(r)
+    fn abandon(&mut self) {
+        self.bar.abandon();
+    }
 }

@@ -53,6 +53,8 @@
 pub mod augment;
 pub mod formats;
 pub mod gpu;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod npy;
 pub mod spec;
 
 pub use augment::{Augment, Blur, Crop, Jitter, Mix, Patches, stats};

@@ -4,5 +4,6 @@
 pub mod cka;
 pub mod fitnet;
 pub mod losses;
+pub mod objective;
 pub mod obow;
 pub mod ofa;

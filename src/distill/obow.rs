@@ -15,9 +15,52 @@ use crate::nn::{BatchNorm2d, Builder, Fwd, Linear};
 use crate::ops::BnVars;
 use crate::ops::obow::MU_DECAY;
 use crate::store::{Init, StateRef};
-use crate::train::ObowConfig;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+
+/// OBoW self-supervised training (papers-digest B): what differs from the reference's
+/// ImageNet20 ResNet-18 configuration is only what the data's size forces.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ObowConfig {
+    /// Words per vocabulary (K); a multiple of the batch size.
+    pub words: usize,
+    /// 1-based stages whose teacher features make BoW targets (empty: the last two).
+    pub levels: Vec<usize>,
+    /// Inverse temperature of the soft assignment (divided by the running mean distance).
+    pub inv_delta: f32,
+    /// Fixed scale of the student's BoW logits.
+    pub kappa: f32,
+    /// Teacher momentum at step 0.
+    pub alpha: f32,
+    /// Raise the momentum from `alpha` to 1 with a cosine over the run (else constant).
+    pub alpha_cosine: bool,
+    /// Large crops per image (RandomResizedCrop at the full size, scale 0.08-0.6).
+    pub crops: usize,
+    /// Patches per image (about half the size, 5 of a 3x3 grid).
+    pub patches: usize,
+    /// Train a linear classifier on the teacher's pooled features alongside (monitoring only,
+    /// detached as the reference's): it gives the per-epoch test accuracy.
+    pub monitor: bool,
+}
+
+impl Default for ObowConfig {
+    fn default() -> Self {
+        // config/ImageNet20/ResNet18_OBoW_full.yaml
+        ObowConfig {
+            words: 8192,
+            levels: vec![],
+            inv_delta: 10.0,
+            kappa: 5.0,
+            alpha: 0.99,
+            alpha_cosine: true,
+            crops: 2,
+            patches: 5,
+            monitor: true,
+        }
+    }
+}
 
 /// Store prefix of everything OBoW adds beyond the two backbones.
 pub const PREFIX: &str = "obow";

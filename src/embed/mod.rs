@@ -6,8 +6,8 @@
 //! - [`adopt`]: a [`Context`] over the host's `wgpu::Device` and `wgpu::Queue` (the library
 //!   then uses the limits and features the host opened the device with; [`recommended_limits`]
 //!   and [`recommended_features`] say what to ask the adapter for).
-//! - [`HostTrainer`]: wraps a compiled training or distillation [`Session`] (model, objective,
-//!   data on the GPU). Each call records a bounded number of steps ([`Budget`]) into the host's
+//! - [`HostTrainer`]: wraps a compiled [`Run`] of any recipe (training, distillation, OBoW:
+//!   model, objective, data on the GPU). Each call records a bounded number of steps ([`Budget`]) into the host's
 //!   command encoder ([`HostTrainer::encode`]) or submits them itself ([`HostTrainer::submit`]);
 //!   [`HostTrainer::poll`] collects metrics without blocking and [`HostTrainer::latest_metrics`]
 //!   returns the newest ones. A GPU-side [`LossHistory`] records the mean loss of every call's
@@ -30,8 +30,8 @@
 //!     ..Default::default()
 //! }).await?;
 //! let ctx = webdistill::embed::adopt(device.clone(), queue.clone())?;
-//! let session = Session::new(&ctx, cfg, &webdistill::data::bundled()?, Some(&teacher))?;
-//! let mut trainer = HostTrainer::new(session)?;
+//! let run = Run::new(&ctx, cfg, &webdistill::data::bundled()?, Some(&teacher))?;
+//! let mut trainer = HostTrainer::new(run)?;
 //! let panel = trainer.writer().panel(&trainer.loss_history().view(), &trainer.loss_history().layout(),
 //!                                    &Style::default(), &canvas, Rect::new(0, 0, 256, 128))?;
 //! // Every frame:
@@ -46,7 +46,7 @@
 //!
 //! # Rules the library keeps
 //! - It owns no event loop and never blocks in `poll` (only methods whose names or docs say
-//!   they wait do, such as [`Session::evaluate`] on native).
+//!   they wait do, such as [`Run::evaluate`] on native).
 //! - It installs no error handler on an adopted device (that is the host's); its own calls
 //!   catch their errors with error scopes.
 //! - Work goes where the host puts it: into the host's encoder, or (with `submit`) into its own
@@ -72,7 +72,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Context, ReadbackSlot};
 use crate::graph::plan::Pending;
 use crate::models::FeatureShape;
-use crate::train::session::{Session, TrainMetrics};
+use crate::train::{Run, TrainMetrics};
 use std::time::Duration;
 
 /// Storage buffers per shader stage the library's largest kernel binds (batch norm's
@@ -170,7 +170,7 @@ pub struct LossHistory {
 
 impl LossHistory {
     /// A ring of `capacity` values fed from `metrics`, a tensor whose first two values are a
-    /// loss sum and a step count summed since the last reset (a session's training metrics).
+    /// loss sum and a step count summed since the last reset (a run's training metrics).
     pub fn new(writer: &TextureWriter, metrics: &TensorView, capacity: usize) -> Result<Self> {
         let ctx = writer.context();
         if capacity == 0 || metrics.numel() < 2 {
@@ -311,9 +311,9 @@ impl GpuTimer {
     }
 }
 
-/// A training or distillation session driven by a host's frame loop. See the module docs.
+/// A run (any recipe) driven by a host's frame loop. See the module docs.
 pub struct HostTrainer {
-    session: Session,
+    run: Run,
     writer: TextureWriter,
     history: LossHistory,
     pending: Option<Pending>,
@@ -325,30 +325,30 @@ pub struct HostTrainer {
 }
 
 impl HostTrainer {
-    /// Wrap a session built on the host's context (see [`adopt`]); compiles the texture
-    /// writers and allocates the loss history (4096 records).
-    pub fn new(session: Session) -> Result<Self> {
-        let writer = TextureWriter::new(&session.ctx)?;
-        let (buffer, offset, shape) = session.train_metrics_buffer()?;
+    /// Wrap a run built on the host's context (see [`adopt`]); compiles the texture writers
+    /// and allocates the loss history (4096 records).
+    pub fn new(run: Run) -> Result<Self> {
+        let writer = TextureWriter::new(&run.ctx)?;
+        let (buffer, offset, shape) = run.train_metrics_buffer()?;
         let metrics = TensorView { name: "training metrics".into(), buffer, offset, shape };
         let history = LossHistory::new(&writer, &metrics, 4096)?;
-        let timer = GpuTimer::new(&session.ctx);
-        Ok(HostTrainer { session, writer, history, pending: None, latest: None, completed: 0, requested_at: 0, timer, max_steps: 64 })
+        let timer = GpuTimer::new(&run.ctx);
+        Ok(HostTrainer { run, writer, history, pending: None, latest: None, completed: 0, requested_at: 0, timer, max_steps: 64 })
     }
 
-    pub fn session(&self) -> &Session {
-        &self.session
+    pub fn run(&self) -> &Run {
+        &self.run
     }
-    /// The session, for evaluation, checkpoints and the rest of its API. Do not read its
+    /// The run, for evaluation, checkpoints, queries and the rest of its API. Do not read its
     /// training metrics directly while the trainer polls them (they are reset on each read).
-    pub fn session_mut(&mut self) -> &mut Session {
-        &mut self.session
+    pub fn run_mut(&mut self) -> &mut Run {
+        &mut self.run
     }
-    pub fn into_session(self) -> Session {
-        self.session
+    pub fn into_run(self) -> Run {
+        self.run
     }
     pub fn context(&self) -> &Context {
-        &self.session.ctx
+        &self.run.ctx
     }
     /// Texture writers compiled on this device, for the host's panels.
     pub fn writer(&self) -> &TextureWriter {
@@ -364,7 +364,7 @@ impl HostTrainer {
 
     /// Steps recorded or submitted so far.
     pub fn steps_submitted(&self) -> usize {
-        self.session.step
+        self.run.step
     }
     /// Steps the GPU has finished, as far as the metrics that arrived tell.
     pub fn steps_completed(&self) -> usize {
@@ -410,13 +410,13 @@ impl HostTrainer {
                     beginning_of_pass_write_index: Some(2 * k as u32),
                     end_of_pass_write_index: Some(2 * k as u32 + 1),
                 };
-                self.session.encode_steps_timed(encoder, n, Some(writes));
+                self.run.encode_steps_timed(encoder, n, Some(writes));
                 let off = wgpu::QUERY_RESOLVE_BUFFER_ALIGNMENT * k as u64;
                 encoder.resolve_query_set(&t.queries, 2 * k as u32..2 * k as u32 + 2, &t.resolve, off);
                 encoder.copy_buffer_to_buffer(&t.resolve, off, t.slots[k].1.buffer(), 0, 16);
                 t.slots[k].0 = TimerSlot::Encoded(n);
             }
-            None => self.session.encode_steps(encoder, n),
+            None => self.run.encode_steps(encoder, n),
         }
         self.history.encode_record(encoder);
         n
@@ -424,7 +424,7 @@ impl HostTrainer {
 
     /// Like [`Self::encode`], in the trainer's own encoder and submit on the host's queue.
     pub fn submit(&mut self, budget: Budget) -> Result<usize> {
-        let ctx = self.session.ctx.clone();
+        let ctx = self.run.ctx.clone();
         let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("webdistill steps") });
         let n = self.encode(&mut enc, budget);
         ctx.scoped("submitting training steps", || ctx.queue.submit([enc.finish()]))?;
@@ -437,24 +437,24 @@ impl HostTrainer {
     /// Collect what the GPU has finished (metrics, timestamps) and ask for the next metrics.
     /// Never blocks. Call it once per frame, after submitting.
     pub fn poll(&mut self) -> Result<()> {
-        let ctx = self.session.ctx.clone();
+        let ctx = self.run.ctx.clone();
         ctx.poll();
         if let Some(p) = &mut self.pending {
             if let Some(vals) = p.try_take(&ctx)? {
                 self.pending = None;
-                let m = self.session.parse_train_metrics(&vals);
+                let m = self.run.parse_train_metrics(&vals);
                 self.completed += m.steps;
                 if m.steps > 0 {
                     self.latest = Some(m);
                 }
             }
         }
-        if self.pending.is_none() && self.session.step > self.requested_at {
+        if self.pending.is_none() && self.run.step > self.requested_at {
             // One metrics read in flight at a time; the read resets the sums, and the loss
             // history is told so (both writes land before the next submit).
-            self.pending = Some(self.session.request_train_metrics()?);
+            self.pending = Some(self.run.request_train_metrics()?);
             self.history.metrics_reset(&ctx.queue);
-            self.requested_at = self.session.step;
+            self.requested_at = self.run.step;
         }
         if let Some(t) = &mut self.timer {
             t.collect(&ctx)?;
@@ -472,11 +472,11 @@ impl HostTrainer {
     /// for tools, tests and shutdown, not for frame loops).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn finish(&mut self) -> Result<Option<&TrainMetrics>> {
-        let ctx = self.session.ctx.clone();
+        let ctx = self.run.ctx.clone();
         loop {
             ctx.wait()?;
             self.poll()?;
-            if self.pending.is_none() && self.requested_at == self.session.step {
+            if self.pending.is_none() && self.requested_at == self.run.step {
                 break;
             }
         }
@@ -486,8 +486,8 @@ impl HostTrainer {
     /// The student's outputs of the last training batch as bindable tensors: `logits`
     /// `[B, classes]`, then `stage1..` features (`[B, C, H, W]` maps or `[B, N, D]` tokens).
     pub fn outputs(&self) -> Result<Vec<TensorView>> {
-        let plan = self.session.train_plan();
-        self.session
+        let plan = self.run.train_plan();
+        self.run
             .train_outputs
             .iter()
             .enumerate()
@@ -501,10 +501,9 @@ impl HostTrainer {
 
     /// The CKA matrix between the teacher's and the student's stage features on the first
     /// `images` test images (eval mode) as a bindable tensor `[teacher stages, student
-    /// stages]`, with its layout. Builds the CKA plan on first use (distillation sessions
-    /// only); the values are there after the first [`Self::encode_cka`].
+    /// stages]`, with its layout. Builds the CKA plan on first use (runs with a teacher); the values are there after the first [`Self::encode_cka`].
     pub fn cka_view(&mut self, images: usize) -> Result<(TensorView, Layout)> {
-        let (plan, m) = self.session.cka_plan(images)?;
+        let (plan, m) = self.run.cka_plan(images)?;
         let (buffer, offset, shape) = plan.buffer_of(m)?;
         let layout = Layout::matrix(shape[0], shape[1]);
         Ok((TensorView { name: "cka".into(), buffer, offset, shape }, layout))
@@ -515,8 +514,8 @@ impl HostTrainer {
     /// two forward passes: hosts run it every few frames. Once per submit: the test-image
     /// counter is reset by a queue write, which lands before the submit.
     pub fn encode_cka(&mut self, encoder: &mut wgpu::CommandEncoder, images: usize) -> Result<()> {
-        self.session.reset_eval_counter()?;
-        let (plan, _) = self.session.cka_plan(images)?;
+        self.run.reset_eval_counter()?;
+        let (plan, _) = self.run.cka_plan(images)?;
         plan.encode(encoder);
         Ok(())
     }
@@ -524,9 +523,12 @@ impl HostTrainer {
     /// The grid layout of stage `stage` (1-based) for batch sample `sample`: one tile per
     /// channel.
     pub fn feature_layout(&self, stage: usize, sample: usize) -> Result<Layout> {
-        let shapes = self.session.student.feature_shapes();
+        let shapes = self.run.student.feature_shapes();
         let fs = *shapes.get(stage.wrapping_sub(1)).ok_or_else(|| Error::usage(format!("the student has stages 1..={}", shapes.len())))?;
-        let b = self.session.cfg.batch;
+        if self.run.train_outputs.is_empty() {
+            return Err(Error::usage(format!("the '{}' recipe keeps no student outputs to draw", self.run.recipe.kind())));
+        }
+        let b = self.run.cfg.batch;
         match fs {
             FeatureShape::Map { c, h, w } => Layout::nchw(&[b, c, h, w], sample),
             FeatureShape::Tokens { n, d, prefix } => Layout::tokens(&[b, n, d], prefix, sample),

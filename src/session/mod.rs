@@ -4,21 +4,19 @@
 //! A session is built once; `step(n)` runs `n` training steps and awaits their metrics,
 //! `evaluate()` measures it on held-out data. Both are futures that never block, so on the web
 //! the page awaits them and the browser keeps running between steps. Session kinds are made by
-//! name with [`create`]: adding one (distillation, OBoW) is an `impl Session` plus a match arm.
+//! name with [`create`]: `mlp` (a toy fed from the CPU, [`mlp`]), and `distill`, `obow` and `run`,
+//! which are all a [`crate::train::Run`] behind [`run::RunSession`].
 
-pub mod distill;
 pub mod mlp;
-pub mod obow;
+pub mod run;
 
 use crate::data;
 use crate::error::{Error, Result};
 use crate::gpu::Context;
 use serde::Serialize;
-use std::future::Future;
-use std::pin::Pin;
 
-/// A boxed future that need not be `Send` (browser GPU handles are not).
-pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+pub use crate::train::LocalFuture;
+pub use crate::train::metrics::now_ms;
 
 /// What a call to [`Session::step`] or [`Session::evaluate`] reports.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -89,45 +87,23 @@ pub fn bundled_data(assets: &Assets) -> Result<data::Splits> {
 }
 
 /// Session kinds [`create`] knows.
-pub const KINDS: &[&str] = &["mlp", "distill", "obow"];
+pub const KINDS: &[&str] = &["mlp", "distill", "obow", "run"];
 
 /// Build a session of the named kind. `config` is a JSON object of the kind's settings (missing
 /// fields take their defaults; unknown fields are an error, so typos do not pass silently).
 pub fn create(ctx: &Context, kind: &str, config: &serde_json::Value, assets: &Assets) -> Result<Box<dyn Session>> {
     match kind {
         "mlp" => Ok(Box::new(mlp::MlpSession::new(ctx, parse_config(kind, config)?)?)),
-        "distill" => Ok(Box::new(distill::DistillSession::new(ctx, parse_config(kind, config)?, assets)?)),
-        "obow" => Ok(Box::new(obow::ObowWebSession::new(ctx, parse_config(kind, config)?, assets)?)),
+        "distill" => Ok(Box::new(run::RunSession::new(ctx, "distill", config, assets)?)),
+        "obow" => Ok(Box::new(run::RunSession::new(ctx, "obow", config, assets)?)),
+        "run" => Ok(Box::new(run::RunSession::new(ctx, "run", config, assets)?)),
         _ => Err(Error::usage(format!("unknown session kind '{kind}' (known: {})", KINDS.join(", ")))),
     }
 }
 
-fn parse_config<T: serde::de::DeserializeOwned>(kind: &str, config: &serde_json::Value) -> Result<T> {
+pub(crate) fn parse_config<T: serde::de::DeserializeOwned>(kind: &str, config: &serde_json::Value) -> Result<T> {
     let config = if config.is_null() { serde_json::json!({}) } else { config.clone() };
     serde_json::from_value(config).map_err(|e| Error::usage(format!("settings of the '{kind}' session: {e}")))
-}
-
-/// Milliseconds from an arbitrary origin, monotonic where the platform allows
-/// (`performance.now()` in browsers and workers, `Instant` natively).
-pub fn now_ms() -> f64 {
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        use std::sync::OnceLock;
-        use std::time::Instant;
-        static ORIGIN: OnceLock<Instant> = OnceLock::new();
-        ORIGIN.get_or_init(Instant::now).elapsed().as_secs_f64() * 1e3
-    }
-    #[cfg(target_arch = "wasm32")]
-    {
-        use wasm_bindgen::JsCast;
-        let perf = js_sys::Reflect::get(&js_sys::global(), &"performance".into()).ok();
-        let now =
-            perf.as_ref().and_then(|p| js_sys::Reflect::get(p, &"now".into()).ok()).and_then(|f| f.dyn_into::<js_sys::Function>().ok());
-        match (perf, now) {
-            (Some(p), Some(f)) => f.call0(&p).ok().and_then(|v| v.as_f64()).unwrap_or_else(js_sys::Date::now),
-            _ => js_sys::Date::now(),
-        }
-    }
 }
 
 /// A small deterministic generator (PCG-XSH-RR 64/32) for data that must be identical on

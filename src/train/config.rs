@@ -4,6 +4,10 @@
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
+// The objectives' settings live beside the objectives; a run's config holds them.
+pub use crate::distill::objective::DistillConfig;
+pub use crate::distill::obow::ObowConfig;
+
 /// Augmentations applied on the GPU to each training batch.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -22,111 +26,6 @@ pub struct AugmentConfig {
 impl Default for AugmentConfig {
     fn default() -> Self {
         AugmentConfig { crop_padding: 2, hflip: true, rrc_scale: None, color_jitter: 0.0, mixup_alpha: 0.0, cutmix_alpha: 0.0 }
-    }
-}
-
-/// How a student is distilled.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DistillConfig {
-    /// none, kd, dkd, dist, fitnet or ofa.
-    pub method: String,
-    pub teacher: String,
-    pub teacher_weights: String,
-    /// Weight of the cross-entropy with the labels.
-    pub gt_weight: f32,
-    /// Weight of the logit-distillation term (kd, dkd, dist, ofa on the final logits).
-    pub kd_weight: f32,
-    pub temperature: f32,
-    pub dkd_alpha: f32,
-    pub dkd_beta: f32,
-    pub dist_beta: f32,
-    pub dist_gamma: f32,
-    pub fitnet_weight: f32,
-    /// OFA: weight of the branch losses.
-    pub ofa_weight: f32,
-    /// OFA: stages (1-based) that get a branch.
-    pub ofa_stages: Vec<usize>,
-    /// OFA: eps per branch stage, then for the final logits (one value: used everywhere).
-    pub ofa_eps: Vec<f32>,
-}
-
-impl Default for DistillConfig {
-    fn default() -> Self {
-        // OFAKD train.py defaults.
-        DistillConfig {
-            method: "ofa".into(),
-            teacher: String::new(),
-            teacher_weights: String::new(),
-            gt_weight: 1.0,
-            kd_weight: 1.0,
-            temperature: 1.0,
-            dkd_alpha: 1.0,
-            dkd_beta: 2.0,
-            dist_beta: 1.0,
-            dist_gamma: 1.0,
-            fitnet_weight: 1.0,
-            ofa_weight: 1.0,
-            ofa_stages: vec![1, 2, 3],
-            ofa_eps: vec![1.0],
-        }
-    }
-}
-
-impl DistillConfig {
-    pub const METHODS: &'static [&'static str] = &["none", "kd", "dkd", "dist", "fitnet", "ofa"];
-
-    /// eps for branch `i` of `n` (the last slot is the final logits).
-    pub fn eps_for(&self, slot: usize, slots: usize) -> f32 {
-        match self.ofa_eps.len() {
-            0 => 1.0,
-            1 => self.ofa_eps[0],
-            k if k == slots => self.ofa_eps[slot],
-            _ => *self.ofa_eps.last().unwrap(),
-        }
-    }
-}
-
-/// OBoW self-supervised training (papers-digest B): what differs from the reference's
-/// ImageNet20 ResNet-18 configuration is only what the data's size forces.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ObowConfig {
-    /// Words per vocabulary (K); a multiple of the batch size.
-    pub words: usize,
-    /// 1-based stages whose teacher features make BoW targets (empty: the last two).
-    pub levels: Vec<usize>,
-    /// Inverse temperature of the soft assignment (divided by the running mean distance).
-    pub inv_delta: f32,
-    /// Fixed scale of the student's BoW logits.
-    pub kappa: f32,
-    /// Teacher momentum at step 0.
-    pub alpha: f32,
-    /// Raise the momentum from `alpha` to 1 with a cosine over the run (else constant).
-    pub alpha_cosine: bool,
-    /// Large crops per image (RandomResizedCrop at the full size, scale 0.08-0.6).
-    pub crops: usize,
-    /// Patches per image (about half the size, 5 of a 3x3 grid).
-    pub patches: usize,
-    /// Train a linear classifier on the teacher's pooled features alongside (monitoring only,
-    /// detached as the reference's): it gives the per-epoch test accuracy.
-    pub monitor: bool,
-}
-
-impl Default for ObowConfig {
-    fn default() -> Self {
-        // config/ImageNet20/ResNet18_OBoW_full.yaml
-        ObowConfig {
-            words: 8192,
-            levels: vec![],
-            inv_delta: 10.0,
-            kappa: 5.0,
-            alpha: 0.99,
-            alpha_cosine: true,
-            crops: 2,
-            patches: 5,
-            monitor: true,
-        }
     }
 }
 
@@ -203,7 +102,7 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// The OFA-KD recipes (papers-digest A6), scaled to small data: epochs and batch stay
     /// whatever the user sets; optimiser, schedule and regularisation follow the paper.
-    pub fn recipe(name: &str) -> Result<TrainConfig> {
+    pub fn preset(name: &str) -> Result<TrainConfig> {
         let base = TrainConfig::default();
         match name {
             // configs/cifar/cnn.yaml with the published args (lr 0.1, min_lr 1e-3).
@@ -263,7 +162,7 @@ impl TrainConfig {
                 obow: Some(ObowConfig::default()),
                 ..base
             }),
-            _ => Err(Error::usage(format!("unknown recipe '{name}'; known: cifar-cnn, cifar-vit, quick, obow"))),
+            _ => Err(Error::usage(format!("unknown preset (--recipe) '{name}'; known: cifar-cnn, cifar-vit, quick, obow"))),
         }
     }
 
@@ -318,11 +217,11 @@ mod tests {
 
     #[test]
     fn toml_round_trip_and_recipes() {
-        let mut c = TrainConfig::recipe("cifar-vit").unwrap();
+        let mut c = TrainConfig::preset("cifar-vit").unwrap();
         c.distill = Some(DistillConfig { teacher: "resnet20".into(), ofa_eps: vec![1.0, 1.2, 1.5], ..Default::default() });
         let s = c.to_toml().unwrap();
         assert_eq!(TrainConfig::from_toml(&s, "x").unwrap(), c);
-        assert!(TrainConfig::recipe("nope").is_err());
+        assert!(TrainConfig::preset("nope").is_err());
         assert!(TrainConfig::from_toml("epochz = 3", "cfg.toml").unwrap_err().to_string().contains("cfg.toml"));
         let d = c.distill.unwrap();
         assert_eq!(d.eps_for(2, 3), 1.5);

@@ -127,12 +127,12 @@ pub fn plot_run(dir: &Path, records: &[EpochRecord]) -> Result<()> {
     line_chart(&dir.join("terms.png"), "Loss terms (train)", "epoch", "loss", &series)
 }
 
-pub use super::probe::Tile;
+pub use super::words::Tile;
 
 /// A PNG of tiles in rows (e.g. one row per visual word, its nearest patches across), each
 /// tile scaled up `scale` times (nearest neighbour), 2-px gaps on a dark background.
 pub fn patch_grid(path: &Path, rows: &[Vec<Tile>], scale: usize) -> Result<()> {
-    let (w, h, rgba) = super::probe::tile_grid_rgba(rows, scale)?;
+    let (w, h, rgba) = super::words::tile_grid_rgba(rows, scale)?;
     let img = image::RgbaImage::from_raw(w as u32, h as u32, rgba).ok_or_else(|| Error::usage("patch grid: wrong buffer size"))?;
     img.save_with_format(path, image::ImageFormat::Png).map_err(|e| Error::file(path, e))
 }

@@ -1,4 +1,4 @@
-//! `webdistill bench`: kernel throughput and dispatch cost, printed with the adapter name.
+//! Benchmarks (`webdistill bench`, `cargo bench`): kernel throughput and dispatch cost, printed with the adapter name.
 //! Speed lives here (and in `cargo bench`), never in tests.
 
 use crate::error::Result;
@@ -393,7 +393,7 @@ pub fn run(ctx: &Context, what: &str, sizes: &[usize]) -> Result<()> {
 pub fn distill_step(ctx: &Context, batch: usize, steps: usize) -> Result<(f64, PlanStats)> {
     use crate::checkpoint;
     use crate::data::{Dataset, Splits};
-    use crate::train::session::Session;
+    use crate::train::Run;
     use crate::train::{DistillConfig, TrainConfig};
     let classes = 100;
     let synthetic = |n: usize, name: &str| {
@@ -403,7 +403,7 @@ pub fn distill_step(ctx: &Context, batch: usize, steps: usize) -> Result<(f64, P
     };
     let splits = Splits { train: synthetic(batch * 4, "synthetic/train")?, test: synthetic(batch, "synthetic/test")? };
     let plain = TrainConfig { model: "resnet20".into(), batch, epochs: 1, ..TrainConfig::default() };
-    let teacher = Session::new(ctx, plain, &splits, None)?;
+    let teacher = Run::new(ctx, plain, &splits, None)?;
     let teacher = checkpoint::parse(&pollster::block_on(teacher.student_bytes(&Default::default()))?, "random resnet20")?;
     let distill = DistillConfig { method: "ofa".into(), teacher: "resnet20".into(), ofa_stages: vec![1, 2, 3], ..DistillConfig::default() };
     let cfg = TrainConfig {
@@ -414,7 +414,7 @@ pub fn distill_step(ctx: &Context, batch: usize, steps: usize) -> Result<(f64, P
         distill: Some(distill),
         ..TrainConfig::default()
     };
-    let mut s = Session::new(ctx, cfg, &splits, Some(&teacher))?;
+    let mut s = Run::new(ctx, cfg, &splits, Some(&teacher))?;
     s.train_steps(1)?;
     s.request_train_metrics()?.wait(ctx)?;
     let mut times = Vec::with_capacity(steps);
@@ -426,4 +426,63 @@ pub fn distill_step(ctx: &Context, batch: usize, steps: usize) -> Result<(f64, P
     }
     times.sort_by(|a, b| a.partial_cmp(b).unwrap());
     Ok((times[times.len() / 2], s.train_stats().clone()))
+}
+
+/// What [`session_steps`] measured.
+#[derive(Clone, Debug)]
+pub struct SessionTiming {
+    pub steps: usize,
+    pub chunk: usize,
+    /// Seconds of the timed calls (the warm-up step excluded).
+    pub seconds: f64,
+    pub examples: u64,
+    pub first_loss: f32,
+    pub last_loss: f32,
+    /// The held-out evaluation after the steps.
+    pub eval: crate::session::Metrics,
+}
+
+impl SessionTiming {
+    pub fn steps_per_sec(&self) -> f64 {
+        self.steps as f64 / self.seconds.max(1e-9)
+    }
+    pub fn images_per_sec(&self) -> f64 {
+        self.examples as f64 / self.seconds.max(1e-9)
+    }
+}
+
+impl std::fmt::Display for SessionTiming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} steps in calls of {} (after 1 warm-up step): {:.1} steps/s, {:.0} images/s; loss {:.4} -> {:.4}; held-out loss {:.4}, accuracy {:.1}%",
+            self.steps,
+            self.chunk,
+            self.steps_per_sec(),
+            self.images_per_sec(),
+            self.first_loss,
+            self.last_loss,
+            self.eval.loss,
+            self.eval.accuracy.unwrap_or(0.0) * 100.0
+        )
+    }
+}
+
+/// Time a session as the page drives it: one warm-up step, then `steps` steps in `step(chunk)`
+/// calls that each await their loss, then one evaluation (`webdistill selftest --bench`).
+pub fn session_steps(s: &mut dyn crate::session::Session, steps: usize, chunk: usize) -> Result<SessionTiming> {
+    pollster::block_on(async {
+        let first = s.step(1).await?;
+        let chunk = chunk.max(1);
+        let (mut done, mut seconds, mut examples, mut last) = (0usize, 0.0f64, 0u64, first.clone());
+        while done < steps {
+            let n = chunk.min(steps - done);
+            last = s.step(n).await?;
+            done += n;
+            seconds += last.seconds;
+            examples += last.examples;
+        }
+        let eval = s.evaluate().await?;
+        Ok(SessionTiming { steps: done, chunk, seconds, examples, first_loss: first.loss, last_loss: last.loss, eval })
+    })
 }

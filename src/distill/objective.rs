@@ -2,13 +2,75 @@
 //! method (papers-digest A2, A5). OFA-KD's branches and FitNet's hint layers are parameters of
 //! the objective, registered in the store next to the student (and dropped from its checkpoint).
 
-use super::config::DistillConfig;
-use crate::distill::{fitnet::Hints, losses, ofa::OfaBranches};
+use super::{fitnet::Hints, losses, ofa::OfaBranches};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Var};
 use crate::models::{Backbone, Family, Output};
 use crate::nn::{Builder, Fwd};
 use crate::store::Store;
+use serde::{Deserialize, Serialize};
+
+/// How a student is distilled.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DistillConfig {
+    /// none, kd, dkd, dist, fitnet or ofa.
+    pub method: String,
+    pub teacher: String,
+    pub teacher_weights: String,
+    /// Weight of the cross-entropy with the labels.
+    pub gt_weight: f32,
+    /// Weight of the logit-distillation term (kd, dkd, dist, ofa on the final logits).
+    pub kd_weight: f32,
+    pub temperature: f32,
+    pub dkd_alpha: f32,
+    pub dkd_beta: f32,
+    pub dist_beta: f32,
+    pub dist_gamma: f32,
+    pub fitnet_weight: f32,
+    /// OFA: weight of the branch losses.
+    pub ofa_weight: f32,
+    /// OFA: stages (1-based) that get a branch.
+    pub ofa_stages: Vec<usize>,
+    /// OFA: eps per branch stage, then for the final logits (one value: used everywhere).
+    pub ofa_eps: Vec<f32>,
+}
+
+impl Default for DistillConfig {
+    fn default() -> Self {
+        // OFAKD train.py defaults.
+        DistillConfig {
+            method: "ofa".into(),
+            teacher: String::new(),
+            teacher_weights: String::new(),
+            gt_weight: 1.0,
+            kd_weight: 1.0,
+            temperature: 1.0,
+            dkd_alpha: 1.0,
+            dkd_beta: 2.0,
+            dist_beta: 1.0,
+            dist_gamma: 1.0,
+            fitnet_weight: 1.0,
+            ofa_weight: 1.0,
+            ofa_stages: vec![1, 2, 3],
+            ofa_eps: vec![1.0],
+        }
+    }
+}
+
+impl DistillConfig {
+    pub const METHODS: &'static [&'static str] = &["none", "kd", "dkd", "dist", "fitnet", "ofa"];
+
+    /// eps for branch `i` of `n` (the last slot is the final logits).
+    pub fn eps_for(&self, slot: usize, slots: usize) -> f32 {
+        match self.ofa_eps.len() {
+            0 => 1.0,
+            1 => self.ofa_eps[0],
+            k if k == slots => self.ofa_eps[slot],
+            _ => *self.ofa_eps.last().unwrap(),
+        }
+    }
+}
 
 /// The distillation method and its extra modules.
 pub enum Extra {

@@ -1,16 +1,16 @@
 //! The main job (`webdistill` with no arguments): distil the shipped `resnet20` teacher into a
 //! `vit_micro_p4` student with OFA on the bundled Fashion-MNIST subset, next to the same
-//! student trained without distillation on the same budget, and print a table.
+//! student trained without distillation on the same budget. Its presets live here; the CLI
+//! prints the table.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use super::config::{AugmentConfig, DistillConfig, TrainConfig};
+use super::runner::{Progress, RunOptions, RunSummary, run_with_teacher};
 use crate::checkpoint::{self, FileTensor};
 use crate::error::Result;
 use crate::gpu::Context;
-use crate::train::{AugmentConfig, DistillConfig, TrainConfig};
-
-use super::train::{RunOptions, RunSummary, run_with_teacher};
 
 /// Where the shipped teacher lives in the repository (README, docs and web/build point here).
 pub const SHIPPED_TEACHER_PATH: &str = "assets/teacher/resnet20_fmnist.safetensors";
@@ -81,41 +81,19 @@ pub struct Row {
     pub summary: RunSummary,
 }
 
-/// Run both arms; `out` keeps each arm's checkpoints and metrics when given.
-pub fn run(ctx: &Context, budget: &Budget, out: Option<&Path>, quiet: bool) -> Result<Vec<Row>> {
+/// The methods the main job compares, in the order it runs them.
+pub const METHODS: [&str; 2] = ["none", "ofa"];
+
+/// Run both arms; `out` keeps each arm's checkpoints, metrics and charts when given.
+pub fn run(ctx: &Context, budget: &Budget, out: Option<&Path>, progress: &mut dyn Progress) -> Result<Vec<Row>> {
     let teacher = shipped_teacher()?;
     let mut rows = Vec::new();
-    for method in ["none", "ofa"] {
+    for method in METHODS {
         let cfg = config(method, budget, 0);
         let dir = out.map(|o| o.join(method));
-        let opts = RunOptions { quiet, plot: dir.is_some(), ..RunOptions::default() };
-        let summary = run_with_teacher(ctx, cfg, Some(&teacher), dir.as_deref(), &opts)?;
+        let opts = RunOptions { plot: dir.is_some(), ..RunOptions::default() };
+        let summary = run_with_teacher(ctx, cfg, Some(&teacher), dir.as_deref(), &opts, progress)?;
         rows.push(Row { method: method.into(), summary });
     }
     Ok(rows)
-}
-
-/// `webdistill` with no arguments.
-pub fn main_job(ctx: &Context) -> Result<()> {
-    let budget = Budget::for_adapter(ctx.adapter.software);
-    println!(
-        "webdistill main job: OFA-KD of the shipped {SHIPPED_TEACHER_MODEL} teacher into vit_micro_p4 on the bundled Fashion-MNIST subset"
-    );
-    println!("adapter: {}", ctx.adapter);
-    println!("budget: {} (batch {}); the student is also trained without distillation on the same budget", budget.label, budget.batch);
-    let out = Path::new("runs/main-job");
-    let rows = run(ctx, &budget, Some(out), false)?;
-    println!();
-    println!("| method | student | test top-1 | test top-5 | train img/s | adapter |");
-    println!("| --- | --- | --- | --- | --- | --- |");
-    for r in &rows {
-        println!(
-            "| {} | vit_micro_p4 | {:.2}% | {:.2}% | {:.1} | {} |",
-            r.method, r.summary.last.top1, r.summary.last.top5, r.summary.images_per_s, ctx.adapter.name
-        );
-    }
-    println!();
-    println!("checkpoints, metrics and charts: {}/{{none,ofa}}/", out.display());
-    println!("more: `webdistill --help`, docs/RESULTS.md");
-    Ok(())
 }

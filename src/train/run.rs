@@ -1,12 +1,15 @@
-//! A compiled training or distillation run: the student (and teacher, and OFA branches), the
-//! data on the GPU, and two plans over one store: `train` (batch -> forward -> losses ->
-//! backward -> optimizer, one submit per step or per n steps) and `eval` (the test set in
-//! order). The same object serves the CLI, the web page and host applications.
+//! A compiled run: the student (and teacher, and whatever its [`Recipe`] adds), the data on
+//! the GPU, and plans over one store: `train` (batch -> forward -> losses -> backward ->
+//! optimizer, one submit per step or per n steps) and `eval` (the test set in order), plus
+//! CKA and single-image plans compiled on first use. The one run type behind the CLI's loop
+//! ([`super::runner`]), the web page's sessions ([`crate::session`]) and host applications
+//! ([`crate::embed::HostTrainer`]).
 
 use super::config::TrainConfig;
-use super::objective::{Objective, Terms};
+use super::metrics::{CkaResult, DataInfo, EvalResult, Prediction, TrainMetrics};
+use super::recipe::{self, Nets, Recipe, StepInputs};
 use crate::checkpoint::{self, FileTensor, LoadOptions};
-use crate::data::{Augment, BatchSpec, Crop, GpuData, Jitter, Mix, Splits, seed32};
+use crate::data::{BatchSpec, GpuData, Splits};
 use crate::error::{Error, Result};
 use crate::gpu::Context;
 use crate::graph::plan::Pending;
@@ -16,54 +19,27 @@ use crate::nn::Fwd;
 use crate::optim::{Method, OptimState, Optimizer, Schedule};
 use crate::store::{Init, StateRef, Store};
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 
 /// Store prefixes: the student's names are the PyTorch names after this prefix.
 pub const STUDENT: &str = "student.";
 pub const TEACHER: &str = "teacher.";
 
-/// Test-set results.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct EvalResult {
-    pub loss: f32,
-    /// Percent.
-    pub top1: f32,
-    pub top5: f32,
-    pub images: usize,
-}
+/// A boxed future that need not be `Send` (browser GPU handles are not).
+pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
-/// Averages of the training metrics since the last read.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct TrainMetrics {
-    pub steps: usize,
-    pub loss: f32,
-    /// Named loss terms (gt, kd, ofa, ...), averaged.
-    pub terms: Vec<(String, f32)>,
-    /// Learning rate of the last step.
-    pub lr: f32,
-}
-
-/// What the data looks like to the models.
-#[derive(Clone, Debug, PartialEq)]
-pub struct DataInfo {
-    pub name: String,
-    pub classes: usize,
-    pub channels: usize,
-    /// Side of the images the models see (after padding/resizing).
-    pub size: usize,
-    pub train_images: usize,
-    pub test_images: usize,
-}
-
-pub struct Session {
+pub struct Run {
     pub ctx: Context,
     pub cfg: TrainConfig,
     pub store: Store,
     pub student: Box<dyn Backbone>,
     pub teacher: Option<Box<dyn Backbone>>,
+    pub recipe: Box<dyn Recipe>,
     pub data: DataInfo,
-    pub objective: Objective,
     train: Plan,
-    eval: Plan,
+    /// None when the recipe has no evaluation (OBoW without its monitor).
+    eval: Option<Plan>,
     pub opt_state: OptimState,
     train_metrics: StateRef,
     eval_metrics: StateRef,
@@ -80,7 +56,7 @@ pub struct Session {
     std: Vec<f32>,
     /// Compiled on first use: CKA over a fixed number of test images, and single-image
     /// predictions.
-    cka_plan: Option<(usize, Plan, Var, Var)>,
+    cka_plan: Option<(usize, Plan, Var)>,
     predict_plan: Option<PredictPlan>,
 }
 
@@ -91,73 +67,21 @@ struct PredictPlan {
     teacher: Option<Var>,
 }
 
-/// CKA between every teacher stage (rows) and student stage (columns).
-#[derive(Clone, Debug, PartialEq)]
-pub struct CkaResult {
-    pub values: Vec<f32>,
-    pub teacher_stages: Vec<String>,
-    pub student_stages: Vec<String>,
-    pub images: usize,
-}
-
-/// Class probabilities for one image.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Prediction {
-    pub student: Vec<f32>,
-    pub teacher: Option<Vec<f32>>,
-}
-
-/// Per-channel normalisation of a dataset (computed on the training split).
-fn norm_stats(splits: &Splits) -> (Vec<f32>, Vec<f32>) {
-    splits.train.mean_std()
-}
-
-fn augment_of(cfg: &TrainConfig) -> Augment {
-    let a = &cfg.augment;
-    let crop = match a.rrc_scale {
-        Some(scale) => Crop::ResizedCrop { scale, ratio: (0.75, 4.0 / 3.0) },
-        None if a.crop_padding > 0 => Crop::Pad { padding: a.crop_padding },
-        None => Crop::Full,
-    };
-    let jitter = (a.color_jitter > 0.0).then(|| Jitter {
-        brightness: a.color_jitter,
-        contrast: a.color_jitter,
-        saturation: a.color_jitter,
-        hue: 0.0,
-        p: 1.0,
-    });
-    Augment { crop, hflip: if a.hflip { 0.5 } else { 0.0 }, jitter, grayscale: 0.0, blur: None }
-}
-
-fn mix_of(cfg: &TrainConfig) -> Option<Mix> {
-    let a = &cfg.augment;
-    (a.mixup_alpha > 0.0 || a.cutmix_alpha > 0.0).then(|| Mix {
-        mixup_alpha: a.mixup_alpha,
-        cutmix_alpha: a.cutmix_alpha,
-        ..Mix::timm_default()
-    })
-}
-
-impl Session {
+impl Run {
     /// Build everything for `cfg` on `ctx` from loaded data and, for distillation, the
-    /// teacher's tensors (PyTorch names).
+    /// teacher's tensors (PyTorch names). The recipe follows from the config (see
+    /// [`recipe::for_config`]).
     pub fn new(
         ctx: &Context,
         mut cfg: TrainConfig,
         splits: &Splits,
         teacher_weights: Option<&BTreeMap<String, FileTensor>>,
-    ) -> Result<Session> {
+    ) -> Result<Run> {
         cfg.validate()?;
         cfg.adapter = ctx.adapter.to_string();
         let train_ds = if cfg.train_limit > 0 { splits.train.head(cfg.train_limit) } else { splits.train.clone() };
         let test_ds = if cfg.test_limit > 0 { splits.test.head(cfg.test_limit) } else { splits.test.clone() };
         let size = if cfg.img_size == 0 { train_ds.h } else { cfg.img_size };
-        if size < train_ds.h {
-            return Err(Error::usage(format!(
-                "--img-size {size} is smaller than the data's {} px; resizing down is not supported",
-                train_ds.h
-            )));
-        }
         let data = DataInfo {
             name: splits.train.name.clone(),
             classes: train_ds.classes,
@@ -166,104 +90,73 @@ impl Session {
             train_images: train_ds.n,
             test_images: test_ds.n,
         };
-        let (mean, std) = norm_stats(splits);
+        // Per-channel normalisation, computed on the whole training split.
+        let (mean, std) = splits.train.mean_std();
+        // The order of registration in the store is part of a seeded run: student, the
+        // recipe's nets, optimizer, metrics, data.
         let mut store = Store::new(cfg.seed);
         let mcfg = ModelConfig { drop_path: cfg.drop_path, ..ModelConfig::new(data.channels, size, data.classes) };
         let student = models::build(&cfg.model, &mut store, STUDENT, &mcfg)?;
-        let distill = cfg.distill.clone().filter(|d| d.method != "none");
-        // A teacher is built when distilling, and also for a plain run that names one with its
-        // weights (so the run can be compared with it: CKA, predictions).
-        let want_teacher = cfg.distill.as_ref().filter(|d| !d.teacher.is_empty() && (distill.is_some() || teacher_weights.is_some()));
-        let teacher = match want_teacher {
-            Some(d) => Some(models::build(&d.teacher, &mut store, TEACHER, &ModelConfig::new(data.channels, size, data.classes))?),
-            None => None,
-        };
-        let objective =
-            Objective::new(&mut store, student.as_ref(), teacher.as_deref(), distill.as_ref(), data.classes, cfg.label_smoothing)?;
+        let (mut recipe, teacher) = recipe::for_config(&cfg, &mut store, student.as_ref(), &data, &train_ds, teacher_weights)?;
         let opt_state = OptimState::register(&mut store, "opt")?;
-        let train_metrics = store.state("metrics.train", &[2 + objective.term_names().len()], DType::F32, Init::Zeros)?;
+        let train_metrics = store.state("metrics.train", &[2 + recipe.term_names().len()], DType::F32, Init::Zeros)?;
         let eval_metrics = store.state("metrics.eval", &[4], DType::F32, Init::Zeros)?;
         let eval_counter = GpuData::counter(&mut store, "metrics.eval_counter")?;
         let train_gpu = GpuData::upload(ctx, &mut store, &train_ds, "data.train")?;
         let test_gpu = GpuData::upload(ctx, &mut store, &test_ds, "data.test")?;
         store.upload(ctx)?;
-        if let (Some(t), Some(w)) = (&teacher, teacher_weights) {
-            let _ = t;
-            checkpoint::load_into(&store, TEACHER, w, "teacher weights", &LoadOptions::default())?;
-        } else if teacher.is_some() {
-            return Err(Error::usage("distillation needs the teacher's weights (--teacher-weights)"));
-        }
+        let nets = Nets { student: student.as_ref(), teacher: teacher.as_deref() };
+        recipe.prepare(&mut store, nets, teacher_weights)?;
 
         let steps_per_epoch = (data.train_images / cfg.batch).max(1);
         let total_steps = steps_per_epoch * cfg.epochs;
-        let seed = cfg.seed;
+        let optimizer = optimizer_of(&cfg, steps_per_epoch, total_steps);
 
-        // ---- train plan
+        // ---- train plan: the recipe's losses, then the metrics, backward and optimizer.
         let mut g = Graph::new();
         let step = g.state(&opt_state.step);
-        let spec = BatchSpec {
-            augment: augment_of(&cfg),
-            size: train_ds.h,
-            out_size: size,
-            mix: mix_of(&cfg),
-            smoothing: cfg.label_smoothing,
-            ..BatchSpec::train(cfg.batch).normalize(&mean, &std)
+        let inputs = StepInputs {
+            ctx,
+            cfg: &cfg,
+            data: &data,
+            train: &train_gpu,
+            mean: &mean,
+            std: &std,
+            step,
+            nets,
+            opt_state: &opt_state,
+            optimizer: &optimizer,
+            total_steps,
         };
-        let batch = g.batch(&train_gpu, &spec, step, seed)?;
-        let out = student.forward(&mut g, batch.images, Fwd::train(step, seed32(seed)))?;
-        let t_out = match (&teacher, &distill) {
-            (Some(t), Some(_)) => Some(t.forward(&mut g, batch.images, Fwd::eval())?),
-            _ => None,
-        };
-        let Terms { total, named } =
-            objective.loss(&mut g, &out, t_out.as_ref(), batch.labels, batch.soft_targets, Fwd::train(step, seed32(seed)))?;
-        // Metrics: [total, 1 (step count), term...], summed on the GPU until read.
-        let mut row = vec![total, g.fill(&[1], 1.0)?];
-        row.extend(named.iter().map(|(_, v)| *v));
+        let losses = recipe.train_step(&mut g, &mut store, &inputs)?;
+        // Metrics: [report, 1 (step count), term...], summed on the GPU until read.
+        let mut row = vec![losses.report, g.fill(&[1], 1.0)?];
+        row.extend(losses.terms);
         let row = g.concat(&row, 0)?;
         let m = g.state(&train_metrics);
         g.accumulate(m, row)?;
-        let grads = g.backward(total)?;
-        let optimizer = optimizer_of(&cfg, steps_per_epoch, total_steps);
+        let grads = g.backward(losses.backprop)?;
         optimizer.apply(&mut g, &mut store, &opt_state, &grads)?;
-        let train_outputs: Vec<Var> = std::iter::once(out.logits).chain(out.features.iter().copied()).collect();
-        for &v in &train_outputs {
+        for &v in &losses.outputs {
             g.keep(v);
         }
-        let train = Plan::compile(ctx, &g, &mut store, "train")?;
+        let train = Plan::compile(ctx, &g, &mut store, &format!("{} train", recipe.kind()))?;
 
-        // ---- eval plan: the test set in order, student only, eval mode
+        // ---- eval plan: the test set in order, eval mode
         let eb = cfg.eval_batch.min(data.test_images).max(1);
-        let mut g = Graph::new();
-        let counter = g.state(&eval_counter);
-        let spec = BatchSpec { size: train_ds.h, out_size: size, ..BatchSpec::eval(eb).normalize(&mean, &std) };
-        let b = g.batch(&test_gpu, &spec, counter, seed)?;
-        let out = student.forward(&mut g, b.images, Fwd::eval())?;
-        let ce_rows = g.cross_entropy_rows(out.logits, b.labels)?;
-        let ce = g.mul(ce_rows, b.valid)?;
-        let ce = g.sum_all(ce)?;
-        let t1 = g.topk_rows(out.logits, b.labels, 1)?;
-        let t1 = g.mul(t1, b.valid)?;
-        let t1 = g.sum_all(t1)?;
-        let t5 = g.topk_rows(out.logits, b.labels, 5.min(data.classes))?;
-        let t5 = g.mul(t5, b.valid)?;
-        let t5 = g.sum_all(t5)?;
-        let n = g.sum_all(b.valid)?;
-        let row = g.concat(&[ce, t1, t5, n], 0)?;
-        let m = g.state(&eval_metrics);
-        g.accumulate(m, row)?;
-        g.data_tick(counter)?;
-        let eval = Plan::compile(ctx, &g, &mut store, "eval")?;
+        let spec = recipe.eval_spec(BatchSpec { size: test_gpu.h, out_size: size, ..BatchSpec::eval(eb).normalize(&mean, &std) });
+        let eval =
+            eval_plan(ctx, &mut store, recipe.as_ref(), nets, &test_gpu, &spec, &eval_counter, &eval_metrics, cfg.seed, data.classes)?;
         let eval_batches = test_gpu.eval_batches(eb);
 
-        Ok(Session {
+        Ok(Run {
             ctx: ctx.clone(),
             cfg,
             store,
             student,
             teacher,
+            recipe,
             data,
-            objective,
             train,
             eval,
             opt_state,
@@ -274,7 +167,7 @@ impl Session {
             steps_per_epoch,
             total_steps,
             step: 0,
-            train_outputs,
+            train_outputs: losses.outputs,
             test_gpu,
             mean,
             std,
@@ -286,11 +179,20 @@ impl Session {
     pub fn train_stats(&self) -> &PlanStats {
         self.train.stats()
     }
-    pub fn eval_stats(&self) -> &PlanStats {
-        self.eval.stats()
+    pub fn eval_stats(&self) -> Option<&PlanStats> {
+        self.eval.as_ref().map(|e| e.stats())
     }
     pub fn train_plan(&self) -> &Plan {
         &self.train
+    }
+    /// Names of the loss terms, in the order of [`TrainMetrics::terms`] (which then carries
+    /// the recipe's extra values, such as OBoW's `mu` per level).
+    pub fn term_names(&self) -> &[String] {
+        self.recipe.term_names()
+    }
+    /// One line: what this run does.
+    pub fn describe(&self) -> String {
+        self.recipe.describe(&self.cfg)
     }
 
     /// Submit `n` training steps (one submit). Never waits for the GPU.
@@ -324,17 +226,20 @@ impl Session {
         self.train.buffer_of(self.train_var_of(&self.train_metrics)?)
     }
 
-    /// Start reading the training metrics summed since the last read, and reset them.
-    pub fn request_train_metrics(&self) -> Result<Pending> {
-        let m = self.train_var_of(&self.train_metrics)?;
-        let s = self.train_var_of(&self.opt_state.scalars)?;
-        let p = self.train.request(&[m, s])?;
-        self.store.write_state(&self.train_metrics, &vec![0.0; self.train_metrics.numel()])?;
-        Ok(p)
-    }
-
     fn train_var_of(&self, s: &StateRef) -> Result<Var> {
         self.train.state_var(s).ok_or_else(|| Error::usage(format!("'{}' is not part of the train plan", s.name())))
+    }
+
+    /// Start reading the training metrics summed since the last read (with the optimizer's
+    /// scalars and the recipe's extra values), and reset them.
+    pub fn request_train_metrics(&self) -> Result<Pending> {
+        let mut vars = vec![self.train_var_of(&self.train_metrics)?, self.train_var_of(&self.opt_state.scalars)?];
+        for s in self.recipe.extra_reads() {
+            vars.push(self.train_var_of(&s)?);
+        }
+        let p = self.train.request(&vars)?;
+        self.store.write_state(&self.train_metrics, &vec![0.0; self.train_metrics.numel()])?;
+        Ok(p)
     }
 
     /// Turn raw metric values (from [`Self::request_train_metrics`]) into averages.
@@ -342,23 +247,27 @@ impl Session {
         let m = &vals[0];
         let steps = m[1].round().max(0.0) as usize;
         let d = steps.max(1) as f32;
-        TrainMetrics {
-            steps,
-            loss: m[0] / d,
-            terms: self.objective.term_names().iter().enumerate().map(|(i, n)| (n.clone(), m[2 + i] / d)).collect(),
-            lr: vals[1][0],
-        }
+        let mut terms: Vec<(String, f32)> = self.term_names().iter().enumerate().map(|(i, n)| (n.clone(), m[2 + i] / d)).collect();
+        terms.extend(self.recipe.extra_terms(&vals[2..], &vals[1]));
+        TrainMetrics { steps, loss: m[0] / d, terms, lr: vals[1][0] }
     }
 
-    /// Evaluate on the test set (asynchronous: works on the web).
+    /// Wait for the training metrics since the last read (native; blocks).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_train_metrics(&self) -> Result<TrainMetrics> {
+        Ok(self.parse_train_metrics(&self.request_train_metrics()?.wait(&self.ctx)?))
+    }
+
+    /// Evaluate on the test set (asynchronous: works on the web). A recipe without an
+    /// evaluation gives an empty result.
     pub async fn evaluate_async(&mut self) -> Result<EvalResult> {
+        let Some(eval) = &self.eval else { return Ok(EvalResult::default()) };
         self.store.write_state(&self.eval_metrics, &[0.0; 4])?;
         self.store.write_state(&self.eval_counter, &[0.0])?;
-        self.eval.run(self.eval_batches)?;
-        let v = self.eval.state_var(&self.eval_metrics).ok_or_else(|| Error::usage("eval metrics missing"))?;
-        let vals = self.eval.request(&[v])?.take(&self.ctx).await?.remove(0);
-        let n = vals[3].max(1.0);
-        Ok(EvalResult { loss: vals[0] / n, top1: 100.0 * vals[1] / n, top5: 100.0 * vals[2] / n, images: vals[3] as usize })
+        eval.run(self.eval_batches)?;
+        let v = eval.state_var(&self.eval_metrics).ok_or_else(|| Error::usage("eval metrics missing"))?;
+        let vals = eval.request(&[v])?.take(&self.ctx).await?.remove(0);
+        Ok(EvalResult::from_sums(&vals))
     }
 
     #[cfg(not(target_arch = "wasm32"))]
@@ -382,9 +291,9 @@ impl Session {
             let m = crate::distill::cka::cka_matrix(&mut g, &t.features, &s.features)?;
             g.keep(m);
             let plan = Plan::compile(&self.ctx, &g, &mut self.store, "cka")?;
-            self.cka_plan = Some((n, plan, m, counter));
+            self.cka_plan = Some((n, plan, m));
         }
-        let (_, plan, m, _) = self.cka_plan.as_ref().unwrap();
+        let (_, plan, m) = self.cka_plan.as_ref().unwrap();
         Ok((plan, *m))
     }
 
@@ -414,6 +323,23 @@ impl Session {
     /// Class probabilities of the student (and teacher) for one image given as raw pixels in
     /// [0, 1], `channels x h x w` at the data's size: padded and normalised as training did.
     pub async fn predict_async(&mut self, pixels: &[f32]) -> Result<Prediction> {
+        let x = self.normalise_image(pixels)?;
+        if self.predict_plan.is_none() {
+            self.predict_plan = Some(self.compile_predict()?);
+        }
+        let p = self.predict_plan.as_ref().unwrap();
+        p.plan.write(p.input, &x)?;
+        p.plan.step()?;
+        let mut vars = vec![p.student];
+        vars.extend(p.teacher);
+        let mut vals = p.plan.request(&vars)?.take(&self.ctx).await?;
+        let teacher = if vals.len() > 1 { Some(vals.remove(1)) } else { None };
+        Ok(Prediction { student: vals.remove(0), teacher })
+    }
+
+    /// Pixels in [0, 1] at the data's side -> the model's input: zero-padded to its side and
+    /// normalised per channel.
+    fn normalise_image(&self, pixels: &[f32]) -> Result<Vec<f32>> {
         let (c, h) = (self.data.channels, self.test_gpu.h);
         if pixels.len() != c * h * h {
             return Err(Error::BadInput {
@@ -434,31 +360,26 @@ impl Session {
                 }
             }
         }
-        if self.predict_plan.is_none() {
-            let mut g = Graph::new();
-            let input = g.input("image", &[1, c, s, s])?;
-            let so = self.student.forward(&mut g, input, Fwd::eval())?;
-            let student = g.softmax(so.logits)?;
-            g.keep(student);
-            let teacher = match &self.teacher {
-                Some(t) => {
-                    let to = t.forward(&mut g, input, Fwd::eval())?;
-                    let p = g.softmax(to.logits)?;
-                    Some(g.keep(p))
-                }
-                None => None,
-            };
-            let plan = Plan::compile(&self.ctx, &g, &mut self.store, "predict")?;
-            self.predict_plan = Some(PredictPlan { plan, input, student, teacher });
-        }
-        let p = self.predict_plan.as_ref().unwrap();
-        p.plan.write(p.input, &x)?;
-        p.plan.step()?;
-        let mut vars = vec![p.student];
-        vars.extend(p.teacher);
-        let mut vals = p.plan.request(&vars)?.take(&self.ctx).await?;
-        let teacher = if vals.len() > 1 { Some(vals.remove(1)) } else { None };
-        Ok(Prediction { student: vals.remove(0), teacher })
+        Ok(x)
+    }
+
+    fn compile_predict(&mut self) -> Result<PredictPlan> {
+        let (c, s) = (self.data.channels, self.data.size);
+        let mut g = Graph::new();
+        let input = g.input("image", &[1, c, s, s])?;
+        let so = self.student.forward(&mut g, input, Fwd::eval())?;
+        let student = g.softmax(so.logits)?;
+        g.keep(student);
+        let teacher = match &self.teacher {
+            Some(t) => {
+                let to = t.forward(&mut g, input, Fwd::eval())?;
+                let p = g.softmax(to.logits)?;
+                Some(g.keep(p))
+            }
+            None => None,
+        };
+        let plan = Plan::compile(&self.ctx, &g, &mut self.store, "predict")?;
+        Ok(PredictPlan { plan, input, student, teacher })
     }
 
     /// Raw pixels in [0, 1] and the label of test image `i` (for display and `predict_async`).
@@ -470,15 +391,16 @@ impl Session {
         Ok((ds.image(i).iter().map(|&v| v as f32 / 255.0).collect(), ds.labels[i]))
     }
 
-    /// The student as a PyTorch-compatible safetensors file (branches excluded).
+    /// The student as a PyTorch-compatible safetensors file (branches, heads and the EMA
+    /// teacher excluded): it loads in `predict`, `eval`, `train --init` and `distill`.
     pub async fn student_bytes(&self, meta: &BTreeMap<String, String>) -> Result<Vec<u8>> {
         checkpoint::to_bytes(&self.store, STUDENT, meta).await
     }
 
-    /// Everything needed to resume: every store tensor (student, branches, optimizer slots,
-    /// counters), data excluded.
+    /// Everything needed to resume: every store tensor (student, teacher, branches,
+    /// vocabularies, optimizer slots, counters), data excluded.
     pub async fn state_bytes(&self) -> Result<Vec<u8>> {
-        let meta = BTreeMap::from([("step".to_string(), self.step.to_string())]);
+        let meta = BTreeMap::from([("step".to_string(), self.step.to_string()), ("model".to_string(), self.cfg.model.clone())]);
         checkpoint::state_to_bytes(&self.store, &meta, &|n| !n.starts_with("data.")).await
     }
 
@@ -508,6 +430,104 @@ impl Session {
         self.step = step;
         Ok(())
     }
+
+    /// Its configuration and sizes, for display (the page's `describe()`).
+    pub fn describe_json(&self) -> serde_json::Value {
+        let st = self.train_stats();
+        let mut v = serde_json::json!({
+            "recipe": self.recipe.kind(),
+            "student": self.student.name(),
+            "model": self.student.name(),
+            "teacher": self.teacher.as_ref().map(|t| t.name().to_string()),
+            "params": self.store.params().iter().filter(|p| p.name().starts_with(STUDENT)).map(|p| p.numel()).sum::<usize>(),
+            "dispatches_per_step": st.dispatches,
+            "arena_bytes": st.arena_bytes,
+            "train_images": self.data.train_images,
+            "test_images": self.data.test_images,
+            "steps_per_epoch": self.steps_per_epoch,
+            "terms": self.term_names(),
+            "adapter": self.ctx.adapter.to_string(),
+        });
+        if let (Some(o), serde_json::Value::Object(extra)) = (v.as_object_mut(), self.recipe.describe_json()) {
+            o.extend(extra);
+        }
+        v
+    }
+
+    /// Anything else a page shows, by name, with JSON arguments and a JSON answer: `classes`,
+    /// `sample` (a test image), `predict` (for `pixels` or a test `index`), `cka` (needs a
+    /// teacher), and the recipe's own (OBoW: `probe`, `words`). `splits` is the data the run was
+    /// built from.
+    pub async fn query(&mut self, what: &str, args: &serde_json::Value, splits: &Splits) -> Result<serde_json::Value> {
+        let classes = &splits.test.class_names;
+        let index = |k: &str| args.get(k).and_then(|v| v.as_u64()).unwrap_or(0) as usize;
+        match what {
+            "classes" => Ok(serde_json::json!(classes)),
+            "cka" => {
+                let images = args.get("images").and_then(|v| v.as_u64()).unwrap_or(128) as usize;
+                let r = self.cka_async(images).await?;
+                Ok(serde_json::json!({ "rows": r.teacher_stages, "cols": r.student_stages, "values": r.values, "images": r.images }))
+            }
+            "sample" => {
+                let (px, label) = self.test_image(splits, index("index"))?;
+                Ok(serde_json::json!({ "pixels": px, "label": label, "class": classes[label as usize], "size": splits.test.h }))
+            }
+            "predict" => {
+                let pixels: Vec<f32> = match (args.get("pixels"), args.get("index")) {
+                    (Some(p), _) => serde_json::from_value(p.clone()).map_err(|e| Error::usage(format!("predict: pixels: {e}")))?,
+                    (None, Some(_)) => self.test_image(splits, index("index"))?.0,
+                    (None, None) => return Err(Error::usage("predict needs 'pixels' or 'index'")),
+                };
+                let p = self.predict_async(&pixels).await?;
+                Ok(serde_json::json!({ "student": p.student, "teacher": p.teacher, "classes": classes }))
+            }
+            _ => match self.recipe.query(self, splits, what, args) {
+                Some(f) => f.await,
+                None => {
+                    let known: Vec<&str> =
+                        ["classes", "cka", "sample", "predict"].into_iter().chain(self.recipe.query_names().iter().copied()).collect();
+                    Err(Error::usage(format!("the '{}' run has no query named '{what}' (known: {})", self.recipe.kind(), known.join(", "))))
+                }
+            },
+        }
+    }
+}
+
+/// The evaluation plan: the recipe's logits on the test batches in order, with the sums
+/// `[cross-entropy, top-1 hits, top-5 hits, images]` accumulated into `metrics`. None when the
+/// recipe has no evaluation.
+#[allow(clippy::too_many_arguments)]
+fn eval_plan(
+    ctx: &Context,
+    store: &mut Store,
+    recipe: &dyn Recipe,
+    nets: Nets<'_>,
+    test: &GpuData,
+    spec: &BatchSpec,
+    counter: &StateRef,
+    metrics: &StateRef,
+    seed: u64,
+    classes: usize,
+) -> Result<Option<Plan>> {
+    let mut g = Graph::new();
+    let counter = g.state(counter);
+    let b = g.batch(test, spec, counter, seed)?;
+    let Some(z) = recipe.eval_logits(&mut g, nets, b.images)? else { return Ok(None) };
+    let ce_rows = g.cross_entropy_rows(z, b.labels)?;
+    let ce = g.mul(ce_rows, b.valid)?;
+    let ce = g.sum_all(ce)?;
+    let t1 = g.topk_rows(z, b.labels, 1)?;
+    let t1 = g.mul(t1, b.valid)?;
+    let t1 = g.sum_all(t1)?;
+    let t5 = g.topk_rows(z, b.labels, 5.min(classes))?;
+    let t5 = g.mul(t5, b.valid)?;
+    let t5 = g.sum_all(t5)?;
+    let n = g.sum_all(b.valid)?;
+    let row = g.concat(&[ce, t1, t5, n], 0)?;
+    let m = g.state(metrics);
+    g.accumulate(m, row)?;
+    g.data_tick(counter)?;
+    Ok(Some(Plan::compile(ctx, &g, store, &format!("{} eval", recipe.kind()))?))
 }
 
 /// The optimizer a config asks for, with its per-step schedule.

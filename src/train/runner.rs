@@ -1,0 +1,250 @@
+//! The native epoch loop around a [`Run`]: steps in chunks (reading the metrics between
+//! chunks also keeps the host from running far ahead of the GPU), per-epoch evaluation,
+//! checkpoints (`last`/`best` student, the resumable `state`), `config.toml`,
+//! `metrics.jsonl`, charts, and `--resume`. What it has to say goes to a [`Progress`]: the CLI
+//! draws a progress bar, tests and the main job's callers may stay silent.
+
+use super::config::TrainConfig;
+use super::metrics::{EvalResult, TrainMetrics};
+use super::report::{self, EpochRecord};
+use super::run::Run;
+use crate::checkpoint::{self, FileTensor};
+use crate::data::{DataSpec, LoadOptions, Splits};
+use crate::error::{Error, Result};
+use crate::gpu::Context;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// How [`run`] behaves beyond the config.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Continue the run in the output directory from its `state.safetensors`.
+    pub resume: bool,
+    /// Write the charts (PNG) after every epoch.
+    pub plot: bool,
+    /// Stop after this many epochs of this call (None: until the configured epochs).
+    pub stop_after: Option<usize>,
+}
+
+/// What a finished run reports.
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    pub last: EvalResult,
+    pub best_top1: f32,
+    pub images_per_s: f32,
+    pub dir: Option<PathBuf>,
+}
+
+/// What the loop reports as it goes. Every method has a do-nothing default.
+pub trait Progress {
+    /// The run is built: what it is, on what.
+    fn start(&mut self, run: &Run) {
+        let _ = run;
+    }
+    /// A remark worth a line (the student was initialised from a file, ...).
+    fn note(&mut self, text: &str) {
+        let _ = text;
+    }
+    /// Epoch `epoch` (1-based) of `epochs` starts; it has `steps` steps.
+    fn epoch_start(&mut self, epoch: usize, epochs: usize, steps: usize) {
+        let _ = (epoch, epochs, steps);
+    }
+    /// `done` steps of this epoch are finished; `m` averages the latest chunk.
+    fn steps(&mut self, done: usize, m: &TrainMetrics, images_per_s: f32) {
+        let _ = (done, m, images_per_s);
+    }
+    /// The epoch is evaluated (and saved, when the run has a directory).
+    fn epoch_end(&mut self, rec: &EpochRecord, epochs: usize) {
+        let _ = (rec, epochs);
+    }
+    /// The run stops with an error.
+    fn abandon(&mut self) {}
+}
+
+/// A [`Progress`] that says nothing.
+pub struct Silent;
+impl Progress for Silent {}
+
+/// Load the data a spec names at the size a config asks for.
+pub fn load_data(spec: &str, cfg: &TrainConfig) -> Result<Splits> {
+    let s: DataSpec = spec.parse()?;
+    let size = if cfg.img_size == 0 { LoadOptions::default().size } else { cfg.img_size };
+    s.load(&LoadOptions { size, ..LoadOptions::default() })
+}
+
+/// The teacher's tensors a config names (distillation), read from disk.
+fn load_teacher(cfg: &TrainConfig) -> Result<Option<BTreeMap<String, FileTensor>>> {
+    match &cfg.distill {
+        Some(d) if d.method != "none" && cfg.obow.is_none() => Ok(Some(checkpoint::read(Path::new(&d.teacher_weights))?)),
+        _ => Ok(None),
+    }
+}
+
+/// Train, distil or pre-train with OBoW (as `cfg` says) for the configured epochs, writing
+/// everything into `dir` if given.
+pub fn run(ctx: &Context, cfg: TrainConfig, dir: Option<&Path>, opts: &RunOptions, progress: &mut dyn Progress) -> Result<RunSummary> {
+    let teacher = load_teacher(&cfg)?;
+    run_with_teacher(ctx, cfg, teacher.as_ref(), dir, opts, progress)
+}
+
+/// [`run`] with the teacher's tensors already in memory (the main job embeds its teacher).
+pub fn run_with_teacher(
+    ctx: &Context,
+    cfg: TrainConfig,
+    teacher: Option<&BTreeMap<String, FileTensor>>,
+    dir: Option<&Path>,
+    opts: &RunOptions,
+    progress: &mut dyn Progress,
+) -> Result<RunSummary> {
+    let splits = load_data(&cfg.data, &cfg)?;
+    let init = cfg.init.clone();
+    let mut r = Run::new(ctx, cfg, &splits, teacher)?;
+    if !init.is_empty() && !opts.resume {
+        let path = Path::new(&init);
+        let n = r.load_student(&checkpoint::read(path)?, &path.display().to_string())?;
+        progress.note(&format!("initialised the student from {} ({n} tensors)", path.display()));
+    }
+    run_loop(&mut r, dir, opts, progress)
+}
+
+/// The records of a run directory's finished epochs, after restoring its state into `r`.
+fn resume_from(r: &mut Run, d: &Path) -> Result<Vec<EpochRecord>> {
+    let path = d.join("state.safetensors");
+    r.load_state(&checkpoint::read(&path)?, &path.display().to_string())?;
+    let mp = d.join("metrics.jsonl");
+    let mut records = if mp.exists() { report::read_jsonl(&mp)? } else { Vec::new() };
+    // Drop records of epochs after the saved state (a crash between the two writes).
+    let done = r.step / r.steps_per_epoch;
+    records.retain(|rec| rec.epoch <= done);
+    Ok(records)
+}
+
+/// Sums of one epoch's training metrics.
+#[derive(Default)]
+struct EpochSums {
+    loss: f64,
+    steps: usize,
+    terms: BTreeMap<String, f64>,
+    lr: f32,
+}
+
+impl EpochSums {
+    fn add(&mut self, m: &TrainMetrics) {
+        self.loss += (m.loss * m.steps as f32) as f64;
+        self.steps += m.steps;
+        for (k, v) in &m.terms {
+            *self.terms.entry(k.clone()).or_default() += (*v * m.steps as f32) as f64;
+        }
+        self.lr = m.lr;
+    }
+    fn mean_loss(&self) -> f32 {
+        (self.loss / self.steps.max(1) as f64) as f32
+    }
+    fn mean_terms(&self) -> BTreeMap<String, f32> {
+        self.terms.iter().map(|(k, v)| (k.clone(), (v / self.steps.max(1) as f64) as f32)).collect()
+    }
+}
+
+/// Train one epoch: `spe` steps in chunks, each chunk's metrics read (and checked) before the
+/// next is submitted.
+fn train_epoch(r: &mut Run, progress: &mut dyn Progress) -> Result<EpochSums> {
+    let spe = r.steps_per_epoch;
+    let t0 = Instant::now();
+    let chunk = (spe / 20).clamp(1, 50);
+    let mut sums = EpochSums::default();
+    let mut done = 0;
+    while done < spe {
+        let n = chunk.min(spe - done);
+        r.train_steps(n)?;
+        let m = r.read_train_metrics()?;
+        done += n;
+        sums.add(&m);
+        progress.steps(done, &m, (done * r.cfg.batch) as f32 / t0.elapsed().as_secs_f32());
+        if !m.loss.is_finite() {
+            return Err(Error::usage(format!("the loss diverged (NaN/inf) at step {}: lower --lr or add --clip-grad", r.step)));
+        }
+    }
+    Ok(sums)
+}
+
+/// Write the epoch's checkpoints and records into `d`: the student (`last`, and `best` when it
+/// is the best so far), the resumable state, the metrics line, the charts.
+fn save_epoch(r: &Run, d: &Path, rec: &EpochRecord, records: &[EpochRecord], best: bool, plot: bool) -> Result<()> {
+    let meta = BTreeMap::from([
+        ("model".to_string(), r.cfg.model.clone()),
+        ("adapter".to_string(), r.cfg.adapter.clone()),
+        ("format".to_string(), "pt".to_string()),
+        ("epoch".to_string(), rec.epoch.to_string()),
+        ("top1".to_string(), format!("{:.2}", rec.test_top1)),
+    ]);
+    let student = pollster::block_on(r.student_bytes(&meta))?;
+    checkpoint::write_atomic(&d.join("last.safetensors"), &student)?;
+    if best {
+        checkpoint::write_atomic(&d.join("best.safetensors"), &student)?;
+    }
+    checkpoint::write_atomic(&d.join("state.safetensors"), &pollster::block_on(r.state_bytes())?)?;
+    report::append_jsonl(&d.join("metrics.jsonl"), rec)?;
+    if plot {
+        report::plot_run(d, records)?;
+    }
+    Ok(())
+}
+
+/// The epoch loop over a built [`Run`].
+pub fn run_loop(r: &mut Run, dir: Option<&Path>, opts: &RunOptions, progress: &mut dyn Progress) -> Result<RunSummary> {
+    let mut records: Vec<EpochRecord> = Vec::new();
+    if let Some(d) = dir {
+        std::fs::create_dir_all(d).map_err(|e| Error::file(d, e))?;
+        if opts.resume {
+            records = resume_from(r, d)?;
+        } else {
+            let _ = std::fs::remove_file(d.join("metrics.jsonl"));
+        }
+        checkpoint::write_atomic(&d.join("config.toml"), r.cfg.to_toml()?.as_bytes())?;
+    }
+    let spe = r.steps_per_epoch;
+    let (start_epoch, epochs) = (r.step / spe, r.cfg.epochs);
+    let mut best = records.iter().map(|rec| rec.test_top1).fold(0.0f32, f32::max);
+    progress.start(r);
+    let t_run = Instant::now();
+    let mut ips = 0.0f32;
+    let mut last = EvalResult::default();
+    let end_epoch = opts.stop_after.map(|n| (start_epoch + n).min(epochs)).unwrap_or(epochs);
+    for epoch in start_epoch..end_epoch {
+        progress.epoch_start(epoch + 1, epochs, spe);
+        let t0 = Instant::now();
+        let sums = match train_epoch(r, progress) {
+            Ok(s) => s,
+            Err(e) => {
+                progress.abandon();
+                return Err(e);
+            }
+        };
+        ips = (spe * r.cfg.batch) as f32 / t0.elapsed().as_secs_f32();
+        last = r.evaluate()?;
+        let rec = EpochRecord {
+            epoch: epoch + 1,
+            step: r.step,
+            lr: sums.lr,
+            train_loss: sums.mean_loss(),
+            test_loss: last.loss,
+            test_top1: last.top1,
+            test_top5: last.top5,
+            images_per_s: ips,
+            elapsed_s: t_run.elapsed().as_secs_f32(),
+            // Supervised runs keep their records as before; OBoW's terms go to terms.png.
+            terms: if r.cfg.obow.is_some() { sums.mean_terms() } else { BTreeMap::new() },
+        };
+        progress.epoch_end(&rec, epochs);
+        records.push(rec.clone());
+        if let Some(d) = dir {
+            save_epoch(r, d, &rec, &records, rec.test_top1 >= best, opts.plot)?;
+        }
+        best = best.max(rec.test_top1);
+    }
+    if start_epoch >= end_epoch {
+        last = r.evaluate()?;
+    }
+    Ok(RunSummary { last, best_top1: best, images_per_s: ips, dir: dir.map(|d| d.to_path_buf()) })
+}
