@@ -726,13 +726,3 @@ fn targets(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let y2 = select(tp.off, tp.on, t_lab[tp.batch - 1u - b] == k);
     t_out[i] = lam * y1 + (1.0 - lam) * y2;
 }
-
-// ---- counter ----------------------------------------------------------------------------
-
-@group(0) @binding(0) var<uniform> tick_p: vec4<u32>;
-@group(0) @binding(1) var<storage, read_write> tick_c: array<u32>;
-
-@compute @workgroup_size(1)
-fn tick() {
-    tick_c[0] = tick_c[0] + tick_p.x;
-}

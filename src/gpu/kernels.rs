@@ -24,6 +24,7 @@ const SHADERS: &[(&str, &str, &str)] = &[
     ("loss", "", include_str!("../../shaders/loss.wgsl")),
     ("layout", "", include_str!("../../shaders/layout.wgsl")),
     ("optim", "", include_str!("../../shaders/optim.wgsl")),
+    ("counter", "", include_str!("../../shaders/counter.wgsl")),
     ("norm", "", include_str!("../../shaders/norm.wgsl")),
     ("data", "", include_str!("../../shaders/data.wgsl")),
     ("conv_direct", CONV, include_str!("../../shaders/conv_direct.wgsl")),

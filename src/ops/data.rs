@@ -9,7 +9,8 @@
 //! step, so a compiled plan replays with a fresh batch each time.
 //!
 //! These are the primitives; `data::gpu` composes them into `Graph::batch` and
-//! `Graph::multicrop`.
+//! `Graph::multicrop`. The counter that advances `step` in evaluation graphs is
+//! [`Graph::data_tick`] (`ops::counter`).
 
 use crate::data::augment::{Augment, Crop, Mix, Patches};
 use crate::error::{Error, Result};
@@ -917,24 +918,6 @@ impl Op for TargetsOp {
     }
 }
 
-// ---- counter ----------------------------------------------------------------------------
-
-#[derive(Debug)]
-struct TickOp;
-
-impl Op for TickOp {
-    fn name(&self) -> &'static str {
-        "data_tick"
-    }
-    fn writes(&self) -> &[usize] {
-        &[0]
-    }
-    fn lower(&self, n: &NodeRef, l: &mut Lowering) -> Result<()> {
-        l.dispatch("data", "tick", Params::new().u(1).u(0).u(0).u(0), &[Bind::T(n.inputs[0].var)], [1, 1, 1]);
-        Ok(())
-    }
-}
-
 // ---- graph builders ---------------------------------------------------------------------
 
 fn check_img(g: &Graph, x: Var, what: &str) -> Result<[usize; 4]> {
@@ -1231,13 +1214,5 @@ impl Graph {
             None => self.constant(&[8], &[0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])?,
         };
         self.push(TargetsOp { batch, classes, smoothing }, &[labels, mix], vec![batch, classes], DType::F32)
-    }
-
-    /// Add 1 to a U32 [1] counter (stored state) when the plan reaches this node: put it last
-    /// in an evaluation graph so each replay reads the next batch.
-    pub fn data_tick(&mut self, counter: Var) -> Result<()> {
-        check_u32_scalar(self, counter, "the counter")?;
-        self.push(TickOp, &[counter], vec![1], DType::F32)?;
-        Ok(())
     }
 }
