@@ -1,6 +1,6 @@
 //! WGSL sources and the pipeline cache. Every shader file is compiled with the common prelude
-//! in front, then the shared header of its family if it has one (`conv_common.wgsl`: the
-//! uniform block, bindings and helpers that the family's files share);
+//! in front, then the shared header of its family if it has one (`conv_common.wgsl`,
+//! `data_common.wgsl`: the uniform block, bindings and helpers that the family's files share);
 //! pipelines are keyed by (file, entry point, override constants, binding layout) so a plan
 //! with hundreds of dispatches creates each distinct pipeline once per context.
 
@@ -12,6 +12,8 @@ use std::sync::Arc;
 const PRELUDE: &str = include_str!("../../shaders/common.wgsl");
 /// Shared header of the `conv_*` files.
 const CONV: &str = include_str!("../../shaders/conv_common.wgsl");
+/// Shared header of the `data_*` files.
+const DATA: &str = include_str!("../../shaders/data_common.wgsl");
 
 /// The kernel families: (file stem under `shaders/`, shared header or "", source). The
 /// headers are not families of their own: they are validated inside every file that uses them.
@@ -26,7 +28,10 @@ const SHADERS: &[(&str, &str, &str)] = &[
     ("optim", "", include_str!("../../shaders/optim.wgsl")),
     ("counter", "", include_str!("../../shaders/counter.wgsl")),
     ("norm", "", include_str!("../../shaders/norm.wgsl")),
-    ("data", "", include_str!("../../shaders/data.wgsl")),
+    ("data_sampling", DATA, include_str!("../../shaders/data_sampling.wgsl")),
+    ("data_views", DATA, include_str!("../../shaders/data_views.wgsl")),
+    ("data_colour", DATA, include_str!("../../shaders/data_colour.wgsl")),
+    ("data_mixing", DATA, include_str!("../../shaders/data_mixing.wgsl")),
     ("conv_direct", CONV, include_str!("../../shaders/conv_direct.wgsl")),
     ("conv_depthwise", CONV, include_str!("../../shaders/conv_depthwise.wgsl")),
     ("conv_tiled", CONV, include_str!("../../shaders/conv_tiled.wgsl")),
