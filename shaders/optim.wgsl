@@ -171,9 +171,3 @@ fn schedule() {
         hscal[3] = a;
     }
 }
-
-// Advance the step counter (last dispatch of a training step).
-@compute @workgroup_size(1)
-fn tick() {
-    hstep[0] = hstep[0] + 1u;
-}

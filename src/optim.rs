@@ -193,7 +193,7 @@ impl Optimizer {
         if let Some(ema) = &self.ema {
             ema_ops(g, store, scal, step, ema)?;
         }
-        g.push(TickOp, &[step], vec![1], DType::F32)?;
+        g.tick(step)?;
         Ok(())
     }
 
@@ -376,24 +376,6 @@ impl Op for EmaOp {
         } else {
             l.dispatch("optim", "ema", p, &binds, grid(self.chunks));
         }
-        Ok(())
-    }
-}
-
-#[derive(Debug)]
-struct TickOp;
-
-impl Op for TickOp {
-    fn name(&self) -> &'static str {
-        "tick"
-    }
-    fn writes(&self) -> &[usize] {
-        &[0]
-    }
-    fn lower(&self, n: &NodeRef, l: &mut Lowering) -> Result<()> {
-        // The schedule kernel's bindings: (scalars, step); only the step is touched.
-        let unused = l.unused();
-        l.dispatch("optim", "tick", Params::new().u(0), &[unused, Bind::T(n.inputs[0].var)], [1, 1, 1]);
         Ok(())
     }
 }

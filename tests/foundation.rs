@@ -21,6 +21,21 @@ fn every_shader_validates_with_naga() {
 }
 
 #[test]
+fn every_shader_file_is_compiled_somewhere() {
+    // A family file or a shared header (conv_common, data_common) that no registered family
+    // includes would never be validated above, nor reach the GPU.
+    let sources: Vec<String> = shader_names().into_iter().map(|n| shader_source(n).unwrap()).collect();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "wgsl") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(sources.iter().any(|s| s.contains(&text)), "{} is not in the shader registry (src/gpu/kernels.rs)", path.display());
+        }
+    }
+}
+
+#[test]
 fn tiled_matmul_variant_matches_reference() {
     // Real GPUs get the shared-memory tiled kernel; check it here too (slow but correct on lavapipe).
     let c = ctx().with_profile(KernelProfile { matmul: MatmulVariant::Tiled, ..ctx().profile.clone() });

@@ -98,7 +98,7 @@ impl Op for Twice {
     }
     fn lower(&self, n: &NodeRef, l: &mut Lowering) -> webdistill::Result<()> {
         let v = Bind::T(n.inputs[0].var);
-        l.dispatch("optim", "tick", Params::new().u(0), &[v, v], [1, 1, 1]);
+        l.dispatch("counter", "tick", Params::new(), &[v, v], [1, 1, 1]);
         Ok(())
     }
     fn cpu(&self, _n: &NodeRef, x: &[&CpuTensor]) -> webdistill::Result<Vec<CpuTensor>> {
@@ -118,6 +118,6 @@ fn overlapping_bindings_are_reported_natively_as_browsers_would() {
     let err = Plan::compile(&ctx, &g, &mut store, "bad").unwrap_err();
     assert!(matches!(err, Error::Usage(_)), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains("optim::tick for twice binds overlapping memory at bindings 1 and 2"), "{msg}");
+    assert!(msg.contains("counter::tick for twice binds overlapping memory at bindings 1 and 2"), "{msg}");
     assert!(msg.contains("WebGPU forbids"), "{msg}");
 }

@@ -1,11 +1,10 @@
 //! A dataset on the GPU and the graph builders that turn it into batches.
 
 use super::Dataset;
-use super::augment::{Augment, Crop, Jitter, Mix, Patches};
 use crate::error::{Error, Result};
 use crate::gpu::Context;
 use crate::graph::{DType, Graph, Var};
-use crate::ops::data::Sampling;
+use crate::ops::data::{Augment, Blur, Crop, Jitter, Mix, Patches, Sampling};
 use crate::store::{Init, StateRef, Store};
 use std::sync::Arc;
 
@@ -220,7 +219,7 @@ impl MultiCropSpec {
                 hflip: 0.5,
                 jitter: Some(Jitter::obow()),
                 grayscale: 0.2,
-                blur: Some(super::augment::Blur { sigma: sig, kernel, p: 0.5 }),
+                blur: Some(Blur { sigma: sig, kernel, p: 0.5 }),
             },
             patch_base: base,
             patch_augment: Augment { crop: rrc((0.6, 1.0)), hflip: 0.5, jitter: Some(Jitter::obow()), grayscale: 0.2, blur: None },

@@ -14,7 +14,7 @@
 //!
 //! # On the GPU
 //! The dataset is uploaded once, as packed bytes, into store state pages; every step's batch is
-//! sampled, gathered, augmented and normalised by kernels (`shaders/data.wgsl`) from
+//! sampled, gathered, augmented and normalised by kernels (`shaders/data_*.wgsl`) from
 //! (seed, step counter) alone, so a compiled plan replays with no host writes:
 //!
 //! ```text

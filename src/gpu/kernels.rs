@@ -1,6 +1,8 @@
 //! WGSL sources and the pipeline cache. Every shader file is compiled with the common prelude
-//! in front; pipelines are keyed by (file, entry point, override constants, binding layout) so
-//! a plan with hundreds of dispatches creates each distinct pipeline once per context.
+//! in front, then the shared header of its family if it has one (`conv_common.wgsl`,
+//! `data_common.wgsl`: the uniform block, bindings and helpers that the family's files share);
+//! pipelines are keyed by (file, entry point, override constants, binding layout) so a plan
+//! with hundreds of dispatches creates each distinct pipeline once per context.
 
 use super::Context;
 use crate::error::{Error, Result};
@@ -8,37 +10,49 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 const PRELUDE: &str = include_str!("../../shaders/common.wgsl");
+/// Shared header of the `conv_*` files.
+const CONV: &str = include_str!("../../shaders/conv_common.wgsl");
+/// Shared header of the `data_*` files.
+const DATA: &str = include_str!("../../shaders/data_common.wgsl");
 
-/// The kernel families. Names are the file stems under `shaders/`.
-const SHADERS: &[(&str, &str)] = &[
-    ("common", ""),
-    ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
-    ("matmul", include_str!("../../shaders/matmul.wgsl")),
-    ("reduce", include_str!("../../shaders/reduce.wgsl")),
-    ("softmax", include_str!("../../shaders/softmax.wgsl")),
-    ("loss", include_str!("../../shaders/loss.wgsl")),
-    ("layout", include_str!("../../shaders/layout.wgsl")),
-    ("optim", include_str!("../../shaders/optim.wgsl")),
-    ("norm", include_str!("../../shaders/norm.wgsl")),
-    ("data", include_str!("../../shaders/data.wgsl")),
-    ("conv", include_str!("../../shaders/conv.wgsl")),
-    ("batchnorm", include_str!("../../shaders/batchnorm.wgsl")),
-    ("layernorm2d", include_str!("../../shaders/layernorm2d.wgsl")),
-    ("pool", include_str!("../../shaders/pool.wgsl")),
-    ("attention", include_str!("../../shaders/attention.wgsl")),
-    ("gather", include_str!("../../shaders/gather.wgsl")),
-    ("embed", include_str!("../../shaders/embed.wgsl")),
-    ("obow", include_str!("../../shaders/obow.wgsl")),
+/// The kernel families: (file stem under `shaders/`, shared header or "", source). The
+/// headers are not families of their own: they are validated inside every file that uses them.
+const SHADERS: &[(&str, &str, &str)] = &[
+    ("common", "", ""),
+    ("elementwise", "", include_str!("../../shaders/elementwise.wgsl")),
+    ("matmul", "", include_str!("../../shaders/matmul.wgsl")),
+    ("reduce", "", include_str!("../../shaders/reduce.wgsl")),
+    ("softmax", "", include_str!("../../shaders/softmax.wgsl")),
+    ("loss", "", include_str!("../../shaders/loss.wgsl")),
+    ("layout", "", include_str!("../../shaders/layout.wgsl")),
+    ("optim", "", include_str!("../../shaders/optim.wgsl")),
+    ("counter", "", include_str!("../../shaders/counter.wgsl")),
+    ("norm", "", include_str!("../../shaders/norm.wgsl")),
+    ("data_sampling", DATA, include_str!("../../shaders/data_sampling.wgsl")),
+    ("data_views", DATA, include_str!("../../shaders/data_views.wgsl")),
+    ("data_colour", DATA, include_str!("../../shaders/data_colour.wgsl")),
+    ("data_mixing", DATA, include_str!("../../shaders/data_mixing.wgsl")),
+    ("conv_direct", CONV, include_str!("../../shaders/conv_direct.wgsl")),
+    ("conv_depthwise", CONV, include_str!("../../shaders/conv_depthwise.wgsl")),
+    ("conv_tiled", CONV, include_str!("../../shaders/conv_tiled.wgsl")),
+    ("batchnorm", "", include_str!("../../shaders/batchnorm.wgsl")),
+    ("layernorm2d", "", include_str!("../../shaders/layernorm2d.wgsl")),
+    ("pool", "", include_str!("../../shaders/pool.wgsl")),
+    ("attention", "", include_str!("../../shaders/attention.wgsl")),
+    ("gather", "", include_str!("../../shaders/gather.wgsl")),
+    ("embed", "", include_str!("../../shaders/embed.wgsl")),
+    ("obow", "", include_str!("../../shaders/obow.wgsl")),
 ];
 
 /// All shader file names, for the validation test.
 pub fn shader_names() -> Vec<&'static str> {
-    SHADERS.iter().map(|(n, _)| *n).collect()
+    SHADERS.iter().map(|(n, _, _)| *n).collect()
 }
 
-/// The full source of one shader family as the GPU sees it (prelude included).
+/// The full source of one shader family as the GPU sees it (prelude and header included).
 pub fn shader_source(name: &str) -> Option<String> {
-    SHADERS.iter().find(|(n, _)| *n == name).map(|(_, src)| format!("{PRELUDE}\n{src}"))
+    let (_, header, src) = SHADERS.iter().find(|(n, _, _)| *n == name)?;
+    Some(if header.is_empty() { format!("{PRELUDE}\n{src}") } else { format!("{PRELUDE}\n{header}\n{src}") })
 }
 
 /// How a binding is declared in WGSL.

@@ -1,6 +1,7 @@
 //! 2-D convolution over NCHW maps with PyTorch's weight layout [Cout, Cin/groups, KH, KW]:
 //! any kernel size, stride, zero padding and group count, with or without bias. Forward,
-//! input gradient and weight gradient are implicit GEMMs (kernels in `shaders/conv.wgsl`):
+//! input gradient and weight gradient are implicit GEMMs (kernels in `shaders/conv_*.wgsl`:
+//! `conv_direct`, `conv_depthwise`, `conv_tiled`, sharing `conv_common.wgsl`):
 //! register-blocked kernels on software adapters, shared-memory tiles on real GPUs, direct
 //! kernels for depthwise convolutions, a pointwise weight-gradient kernel, and the
 //! foundation's matmul for 1x1 stride-1 convolutions over maps of 64+ pixels.
@@ -107,7 +108,7 @@ impl ConvGeom {
         self.pointwise_any_groups() && self.spec.groups == 1
     }
 
-    /// The kernels' uniform block (see `CvP` in shaders/conv.wgsl).
+    /// The kernels' uniform block (see `CvP` in shaders/conv_common.wgsl).
     fn params(&self, flags: usize, blocks: usize, split: usize, rows: usize, qh: usize, mode: usize) -> Params {
         let s = &self.spec;
         Params::new()
@@ -206,7 +207,7 @@ fn dispatch_win(l: &mut Lowering, geom: &ConvGeom, x: Var, w: Var, y: Var, bias:
     let pix = geom.n * geom.oh * blocks;
     let p = geom.params(flags & 1, blocks, 1, 1, 1, 0);
     let cb = geom.spec.groups * geom.cout_g().div_ceil(TC);
-    let key = KernelKey::new("conv", "conv_fwd_win").constant("KW", geom.kw as u32).constant("SW", geom.spec.stride[1] as u32);
+    let key = KernelKey::new("conv_direct", "conv_fwd_win").constant("KW", geom.kw as u32).constant("SW", geom.spec.stride[1] as u32);
     l.dispatch_key(key, p, &[Bind::T(x), wt, Bind::T(y), bias], [pix.div_ceil(64) as u32, cb as u32, 1]);
 }
 
@@ -222,7 +223,7 @@ fn transpose_weight(l: &mut Lowering, geom: &ConvGeom, w: Var, flip: usize, wo: 
     p.0[n - 2] = wo as u32;
     p.0[n - 1] = wi as u32;
     let unused = l.unused();
-    l.dispatch("conv", "conv_wt", p, &[Bind::T(w), unused, wt], grid_for(len, 256));
+    l.dispatch("conv_direct", "conv_wt", p, &[Bind::T(w), unused, wt], grid_for(len, 256));
     wt
 }
 
@@ -231,10 +232,10 @@ fn transpose_weight(l: &mut Lowering, geom: &ConvGeom, w: Var, flip: usize, wo: 
 fn dispatch_dwc_v4(l: &mut Lowering, geom: &ConvGeom, x: Var, w: Var, y: Var, bias: Bind, flags: usize) {
     let len = geom.cout * geom.kh * 8;
     let wt = l.scratch(len, "depthwise weight, padded");
-    l.dispatch("conv", "dwc_wt", geom.params(flags & 4, 0, 1, 1, 1, 0), &[Bind::T(w), Bind::T(w), wt], grid_for(len, 256));
+    l.dispatch("conv_depthwise", "dwc_wt", geom.params(flags & 4, 0, 1, 1, 1, 0), &[Bind::T(w), Bind::T(w), wt], grid_for(len, 256));
     let blocks = geom.ow.div_ceil(8);
     let p = geom.params(flags & 1, blocks, 1, 1, 1, 0);
-    let key = KernelKey::new("conv", "dwc_fwd_v4").constant("KW", geom.kw as u32);
+    let key = KernelKey::new("conv_depthwise", "dwc_fwd_v4").constant("KW", geom.kw as u32);
     l.dispatch_key(key, p, &[Bind::T(x), wt, Bind::T(y), bias], grid_for(geom.n * geom.cout * geom.oh * blocks, 64));
 }
 
@@ -300,11 +301,17 @@ impl Op for ConvOp {
         } else if geom.depthwise() {
             let blocks = geom.ow.div_ceil(TP);
             let p = geom.params(flags, blocks, 1, 1, 1, 0);
-            l.dispatch("conv", "dwc_fwd", p, &binds, grid_for(geom.n * geom.cout * geom.oh * blocks, 64));
+            l.dispatch("conv_depthwise", "dwc_fwd", p, &binds, grid_for(geom.n * geom.cout * geom.oh * blocks, 64));
         } else if tiled(l) {
             let (rows, cols) = (geom.n * geom.oh * geom.ow, geom.cout_g());
             let p = geom.params(flags, cols, 1, 1, 1, 0);
-            l.dispatch("conv", "conv_tiled", p, &binds, [cols.div_ceil(64) as u32, rows.div_ceil(64) as u32, geom.spec.groups as u32]);
+            l.dispatch(
+                "conv_tiled",
+                "conv_tiled",
+                p,
+                &binds,
+                [cols.div_ceil(64) as u32, rows.div_ceil(64) as u32, geom.spec.groups as u32],
+            );
         } else {
             let blocks = geom.ow.div_ceil(TP);
             let pix = geom.n * geom.oh * blocks;
@@ -316,7 +323,7 @@ impl Op for ConvOp {
                 let kg = geom.cin_g() * geom.kh * geom.kw;
                 dispatch_win(l, &geom, x, w, y, bias, flags, kg, geom.kh * geom.kw);
             } else {
-                l.dispatch("conv", "conv_fwd_reg", p, &binds, g);
+                l.dispatch("conv_direct", "conv_fwd_reg", p, &binds, g);
             }
         }
         Ok(())
@@ -374,13 +381,19 @@ impl Op for ConvDxOp {
             dispatch_dwc_v4(l, &geom.transposed(), dy, w, dx, unused, 4);
         } else if geom.depthwise() {
             let p = geom.params(0, blocks, 1, 1, qh, 0);
-            l.dispatch("conv", "dwc_dx", p, &binds, grid_for(sh * sw * geom.n * geom.cin * qh * blocks, 64));
+            l.dispatch("conv_depthwise", "dwc_dx", p, &binds, grid_for(sh * sw * geom.n * geom.cin * qh * blocks, 64));
         } else if tiled(l) {
             let (rows, cols) = (geom.n * geom.h * geom.w, geom.cin_g());
             let p = geom.params(0, cols, 1, 1, qh, 1);
             // conv_tiled declares the bias binding for every mode.
             let binds = [Bind::T(dy), Bind::T(w), Bind::T(dx), l.unused()];
-            l.dispatch("conv", "conv_tiled", p, &binds, [cols.div_ceil(64) as u32, rows.div_ceil(64) as u32, geom.spec.groups as u32]);
+            l.dispatch(
+                "conv_tiled",
+                "conv_tiled",
+                p,
+                &binds,
+                [cols.div_ceil(64) as u32, rows.div_ceil(64) as u32, geom.spec.groups as u32],
+            );
         } else if geom.spec.stride == [1, 1] && geom.kh > geom.spec.padding[0] && geom.kw > geom.spec.padding[1] && TP - 1 + geom.kw <= 16 {
             // A stride-1 input gradient is a forward convolution of dy with the flipped,
             // transposed weight: weight (out = ci, in = co, tap) of the stored [Cout, Cin_g, KH, KW].
@@ -394,7 +407,7 @@ impl Op for ConvDxOp {
             let p = geom.params(0, blocks, 1, 1, qh, 0);
             let pix = sh * sw * geom.n * qh * blocks;
             let cb = geom.spec.groups * geom.cin_g().div_ceil(TC);
-            l.dispatch("conv", "conv_dx_reg", p, &[Bind::T(dy), wt, Bind::T(dx)], [pix.div_ceil(64) as u32, cb as u32, 1]);
+            l.dispatch("conv_direct", "conv_dx_reg", p, &[Bind::T(dy), wt, Bind::T(dx)], [pix.div_ceil(64) as u32, cb as u32, 1]);
         }
         Ok(())
     }
@@ -459,9 +472,14 @@ impl Op for ConvDwOp {
             "conv_tiled" => wg[2] *= split as u32,
             _ => wg[2] = split as u32,
         }
+        let shader = match kind {
+            "dwc_dw" | "dwc_dw_v4" => "conv_depthwise",
+            "conv_tiled" => "conv_tiled",
+            _ => "conv_direct",
+        };
         let p = geom.params(0, 0, split, rows, 1, 2);
         // conv_tiled declares the bias binding for every mode: a placeholder there.
-        let mut key = KernelKey::new("conv", kind);
+        let mut key = KernelKey::new(shader, kind);
         if kind == "conv_dw_v4" || kind == "dwc_dw_v4" {
             key = key.constant("KW", geom.kw as u32);
         }
@@ -469,7 +487,7 @@ impl Op for ConvDwOp {
         l.dispatch_key(key, p, &[Bind::T(x), Bind::T(dy), out, unused], wg);
         if split > 1 {
             let p = geom.params(0, 0, split, len, 1, 0);
-            l.dispatch("conv", "conv_sum_split", p, &[out, Bind::T(dy), Bind::T(dw)], grid_for(len, 256));
+            l.dispatch("conv_direct", "conv_sum_split", p, &[out, Bind::T(dy), Bind::T(dw)], grid_for(len, 256));
         }
         Ok(())
     }

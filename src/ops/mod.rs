@@ -4,6 +4,7 @@
 pub mod attention;
 pub mod batchnorm;
 pub mod conv;
+pub mod counter;
 pub mod data;
 pub mod elementwise;
 pub mod gather;
