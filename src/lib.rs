@@ -21,6 +21,7 @@ pub mod optim;
 pub mod selftest;
 pub mod session;
 pub mod store;
+pub mod tensor;
 pub mod train;
 #[cfg(target_arch = "wasm32")]
 pub mod web;

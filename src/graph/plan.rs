@@ -97,7 +97,7 @@ impl fmt::Debug for Plan {
 /// `compile` says so if not).
 fn copy_repeated_reads(g: &Graph, cmds: Vec<Cmd>, scratch: &mut Vec<(usize, u64, String)>) -> Vec<Cmd> {
     use crate::gpu::{BindingKind, KernelKey};
-    use crate::ops::elementwise::MAX_RANK;
+    use crate::tensor::MAX_RANK;
     let mut out = Vec::with_capacity(cmds.len());
     for mut c in cmds {
         if g.nodes[c.node].op.writes().is_empty() {
