@@ -2,11 +2,10 @@
 //! channel MLPs) or `ResBlock` (Affine norms, a token Linear, layer scale). No class token;
 //! the head reads the mean of the normalised tokens.
 
-use super::{Backbone, Entry, Family, FeatureShape, ModelConfig, Output};
+use super::{Backbone, Entry, Family, FeatureShape, ModelConfig, Output, feature_blocks};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Var};
-use crate::nn::token::{drop_path_rates, feature_blocks, residual};
-use crate::nn::{Affine, Builder, Fwd, InitStyle, LayerNorm, Linear, Mlp, PatchEmbed};
+use crate::nn::{Affine, Builder, Fwd, InitStyle, LayerNorm, Linear, Mlp, PatchEmbed, drop_path_rates, residual};
 use crate::store::{Init, Param};
 
 const EPS: f32 = 1e-6;

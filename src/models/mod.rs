@@ -55,6 +55,16 @@ impl std::fmt::Display for FeatureShape {
     }
 }
 
+/// Blocks whose outputs are the four stage features of a plain (isotropic) token model:
+/// OFA-KD's taps for depth 12 (blocks 1, 3, 9, 11: the stage ends of a 2-2-6-2 Swin), else
+/// four evenly spaced blocks ending with the last.
+pub fn feature_blocks(depth: usize) -> Vec<usize> {
+    if depth == 12 {
+        return vec![1, 3, 9, 11];
+    }
+    (1..=4).map(|k| (depth * k).div_ceil(4).max(1) - 1).collect()
+}
+
 /// What a model is built for.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {

@@ -13,8 +13,7 @@
 use super::{Backbone, Entry, Family, FeatureShape, ModelConfig, Output};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Var};
-use crate::nn::token::{drop_path_rates, residual};
-use crate::nn::{Builder, Fwd, InitStyle, LayerNorm, Linear, Mlp, PatchEmbed, SelfAttention};
+use crate::nn::{Builder, Fwd, InitStyle, LayerNorm, Linear, Mlp, PatchEmbed, PatchMerging, SelfAttention, drop_path_rates, residual};
 use crate::store::{Init, Param};
 
 const EPS: f32 = 1e-5;
@@ -199,29 +198,8 @@ impl Block {
     }
 }
 
-/// PatchMerging: 2x2 neighbours concatenated (timm's order), LayerNorm(4C), Linear(4C -> 2C).
-#[derive(Clone, Debug)]
-struct Merge {
-    norm: LayerNorm,
-    reduction: Linear,
-}
-
-impl Merge {
-    /// [B, R*R, C] -> [B, (R/2)^2, 2C].
-    fn forward(&self, g: &mut Graph, x: Var, res: usize) -> Result<Var> {
-        let s = g.shape(x).to_vec();
-        let (b, c) = (s[0], s[2]);
-        let x6 = g.reshape(x, &[b, res / 2, 2, res / 2, 2, c])?;
-        // (b, i, j, dx, dy, c): x0=(0,0), x1=(1,0), x2=(0,1), x3=(1,1) as (dy, dx).
-        let x6 = g.permute(x6, &[0, 1, 3, 4, 2, 5])?;
-        let x = g.reshape(x6, &[b, (res / 2) * (res / 2), 4 * c])?;
-        let x = self.norm.forward(g, x)?;
-        self.reduction.forward(g, x)
-    }
-}
-
 struct Stage {
-    merge: Option<Merge>,
+    merge: Option<PatchMerging>,
     blocks: Vec<Block>,
     res: usize,
     dim: usize,
@@ -259,11 +237,7 @@ impl Swin {
         for (i, (&depth, &nh)) in depths.iter().zip(&heads).enumerate() {
             let mut sb = b.sub(&format!("layers.{i}"));
             let merge = if i > 0 {
-                let mut m = sb.sub("downsample");
-                let merge = Merge {
-                    norm: LayerNorm::new(&mut m, "norm", 4 * dim, EPS)?,
-                    reduction: Linear::new_trunc(&mut m, "reduction", 4 * dim, 2 * dim, false)?,
-                };
+                let merge = PatchMerging::new(&mut sb, "downsample", dim, EPS)?;
                 res /= 2;
                 dim *= 2;
                 Some(merge)

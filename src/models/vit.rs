@@ -3,11 +3,10 @@
 //! names are timm's (`cls_token`, `pos_embed`, `patch_embed.proj.*`, `blocks.{i}.attn.qkv.*`,
 //! ..., `norm.*`, `head.*`).
 
-use super::{Backbone, Entry, Family, FeatureShape, ModelConfig, Output};
+use super::{Backbone, Entry, Family, FeatureShape, ModelConfig, Output, feature_blocks};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Var};
-use crate::nn::token::{drop_path_rates, feature_blocks, residual};
-use crate::nn::{Builder, Fwd, InitStyle, LayerNorm, Linear, Mlp, PatchEmbed, SelfAttention};
+use crate::nn::{Block, Builder, Fwd, LayerNorm, Linear, PatchEmbed, drop_path_rates};
 use crate::ops::AttnImpl;
 use crate::store::{Init, Param};
 
@@ -22,52 +21,6 @@ pub struct VitArch {
 }
 
 const EPS: f32 = 1e-6;
-
-/// timm's pre-norm transformer `Block` (`norm1`, `attn.qkv`, `attn.proj`, `norm2`,
-/// `mlp.fc1`, `mlp.fc2`); also the block OFA-KD's token branches stack.
-#[derive(Clone, Debug)]
-pub struct Block {
-    norm1: LayerNorm,
-    attn: SelfAttention,
-    norm2: LayerNorm,
-    mlp: Mlp,
-    drop_path: f32,
-}
-
-impl Block {
-    /// A block of width `dim` with timm's ViT initialisation.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        b: &mut Builder,
-        name: &str,
-        dim: usize,
-        heads: usize,
-        mlp_ratio: f32,
-        qkv_bias: bool,
-        eps: f32,
-        drop_path: f32,
-    ) -> Result<Self> {
-        let mut s = b.sub(name);
-        let hidden = (dim as f32 * mlp_ratio) as usize;
-        Ok(Block {
-            norm1: LayerNorm::new(&mut s, "norm1", dim, eps)?,
-            attn: SelfAttention::new(&mut s, "attn", dim, heads, qkv_bias)?,
-            norm2: LayerNorm::new(&mut s, "norm2", dim, eps)?,
-            mlp: Mlp::new(&mut s, "mlp", dim, hidden, InitStyle::Vit)?,
-            drop_path,
-        })
-    }
-
-    /// x [B, N, dim] -> [B, N, dim].
-    pub fn forward(&self, g: &mut Graph, x: Var, f: &Fwd) -> Result<Var> {
-        let h = self.norm1.forward(g, x)?;
-        let h = self.attn.forward(g, h, None)?;
-        let x = residual(g, x, h, self.drop_path, f)?;
-        let h = self.norm2.forward(g, x)?;
-        let h = self.mlp.forward(g, h)?;
-        residual(g, x, h, self.drop_path, f)
-    }
-}
 
 /// A ViT/DeiT backbone.
 pub struct Vit {
