@@ -3,7 +3,7 @@
 //! names are timm's (`cls_token`, `pos_embed`, `patch_embed.proj.*`, `blocks.{i}.attn.qkv.*`,
 //! ..., `norm.*`, `head.*`).
 
-use super::{Backbone, Entry, Family, FeatureShape, ModelConfig, Output, feature_blocks};
+use super::{Backbone, Family, FeatureShape, ModelConfig, Output, family_entries, feature_blocks};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Var};
 use crate::nn::{Block, Builder, Fwd, LayerNorm, Linear, PatchEmbed, drop_path_rates};
@@ -135,16 +135,6 @@ impl Backbone for Vit {
     }
 }
 
-macro_rules! vit_entry {
-    ($name:literal, $about:literal, $img:expr, $classes:expr) => {{
-        fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<Box<dyn Backbone>> {
-            let arch = arch($name).expect("every ViT entry has an architecture");
-            Ok(Box::new(Vit::new(b, $name, arch, cfg)?))
-        }
-        Entry { name: $name, about: $about, head_weight: "head.weight", default_img: $img, default_classes: $classes, build }
-    }};
-}
-
 const fn a(patch: usize, dim: usize, depth: usize, heads: usize) -> VitArch {
     VitArch { patch, dim, depth, heads, mlp_ratio: 4.0 }
 }
@@ -161,12 +151,21 @@ pub fn arch(name: &str) -> Option<VitArch> {
     }
 }
 
-pub fn entries() -> Vec<Entry> {
-    vec![
-        vit_entry!("vit_micro_p4", "ViT, patch 4, dim 128, depth 6, 4 heads (32-px)", 32, 100),
-        vit_entry!("vit_nano_p4", "ViT, patch 4, dim 32, depth 4, 2 heads (32-px; demos, embedding, tests)", 32, 10),
-        vit_entry!("vit_tiny_p4", "DeiT-Tiny at 32 px: patch 4, dim 192, depth 12, 3 heads", 32, 100),
-        vit_entry!("vit_small_p4", "ViT-S at 32 px: patch 4, dim 384, depth 12, 6 heads", 32, 100),
-        vit_entry!("deit_tiny_patch16_224", "DeiT-Tiny (timm deit_tiny_patch16_224)", 224, 1000),
-    ]
+family_entries! {
+    head_weight: "head.weight";
+    "vit_micro_p4", "ViT, patch 4, dim 128, depth 6, 4 heads (32-px)", 32, 100
+        => |b, cfg, name| Vit::new(b, name, registry_arch(name), cfg);
+    "vit_nano_p4", "ViT, patch 4, dim 32, depth 4, 2 heads (32-px; demos, embedding, tests)", 32, 10
+        => |b, cfg, name| Vit::new(b, name, registry_arch(name), cfg);
+    "vit_tiny_p4", "DeiT-Tiny at 32 px: patch 4, dim 192, depth 12, 3 heads", 32, 100
+        => |b, cfg, name| Vit::new(b, name, registry_arch(name), cfg);
+    "vit_small_p4", "ViT-S at 32 px: patch 4, dim 384, depth 12, 6 heads", 32, 100
+        => |b, cfg, name| Vit::new(b, name, registry_arch(name), cfg);
+    "deit_tiny_patch16_224", "DeiT-Tiny (timm deit_tiny_patch16_224)", 224, 1000
+        => |b, cfg, name| Vit::new(b, name, registry_arch(name), cfg);
+}
+
+/// [`arch`] of a name the registry lists.
+fn registry_arch(name: &str) -> VitArch {
+    arch(name).expect("every ViT entry has an architecture")
 }
