@@ -11,7 +11,6 @@ pub mod data;
 pub mod distill;
 pub mod embed;
 pub mod error;
-pub mod golden;
 pub mod gpu;
 pub mod graph;
 pub mod models;

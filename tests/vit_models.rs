@@ -5,13 +5,12 @@
 //! reaches every parameter.
 
 mod common;
-use common::ctx;
+use common::{ctx, golden};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use webdistill::Store;
 use webdistill::checkpoint;
 use webdistill::cli::predict;
-use webdistill::golden;
 use webdistill::graph::{Graph, Plan};
 use webdistill::models::{self, Backbone, FeatureShape, ModelConfig};
 use webdistill::nn::{Builder, Fwd};
