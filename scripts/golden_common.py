@@ -1,4 +1,4 @@
-"""Deterministic synthetic tensors, identical to src/golden.rs (same hash, same rules).
+"""Deterministic synthetic tensors, identical to tests/common/golden.rs (same hash, same rules).
 
 Golden tests fill a PyTorch model with these values, run it in eval mode on a synthetic
 input, and commit only the logits; the Rust tests compute the same weights and input.

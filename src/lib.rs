@@ -13,7 +13,6 @@ pub mod data;
 pub mod distill;
 pub mod embed;
 pub mod error;
-pub mod golden;
 pub mod gpu;
 pub mod graph;
 pub mod models;
@@ -23,6 +22,7 @@ pub mod optim;
 pub mod selftest;
 pub mod session;
 pub mod store;
+pub mod tensor;
 pub mod train;
 #[cfg(target_arch = "wasm32")]
 pub mod web;

@@ -8,7 +8,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::Context;
-use crate::graph::DType;
+use crate::tensor::{DType, check_shape};
 use rand::{RngExt, SeedableRng, rngs::Xoshiro256PlusPlus};
 use rand_distr::{Distribution, Normal};
 use std::collections::HashMap;
@@ -242,7 +242,7 @@ impl Store {
         if self.names.contains_key(name) {
             return Err(Error::usage(format!("a tensor named '{name}' is already in the store")));
         }
-        crate::graph::check_shape("store", name, shape)
+        check_shape("store", name, shape)
     }
 
     /// Register a trainable parameter. `decay`: whether weight decay applies.
@@ -267,7 +267,7 @@ impl Store {
         if self.names.contains_key(name) {
             return Err(Error::usage(format!("a tensor named '{name}' is already in the store")));
         }
-        crate::graph::check_shape("store", name, shape)?;
+        check_shape("store", name, shape)?;
         let s = StateRef(Arc::new(EntryInfo { id: self.states.len(), name: name.into(), shape: shape.into(), dtype, decay: false }));
         if let Some(gpu) = self.gpu.as_mut() {
             let ctx = gpu.ctx.clone();

@@ -8,12 +8,12 @@
 
 mod common;
 use common::ctx;
+use common::golden::{self, synthetic, unit};
 use safetensors::{Dtype, tensor::TensorView};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use webdistill::checkpoint::{self, FileTensor, LoadOptions};
 use webdistill::data::npy::{read_npy, write_npy};
-use webdistill::golden::{synthetic, unit};
 use webdistill::graph::{Graph, Plan};
 use webdistill::models::{self, ModelConfig};
 use webdistill::nn::Fwd;
@@ -174,7 +174,7 @@ fn resnet20_train_step_matches_pytorch() {
     let mut store = Store::new(0);
     let net = models::build("resnet20", &mut store, "", &ModelConfig::new(3, 32, 10)).unwrap();
     store.upload(&ctx).unwrap();
-    webdistill::golden::fill_store(&store, "").unwrap();
+    golden::fill_store(&store, "").unwrap();
     let mut g = Graph::new();
     let x = g.input("x", &[2, 3, 32, 32]).unwrap();
     let y = g.labels("y", &[2], 10).unwrap();

@@ -5,13 +5,12 @@
 //! reaches every parameter.
 
 mod common;
-use common::ctx;
+use common::{ctx, golden};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use webdistill::Store;
 use webdistill::checkpoint;
 use webdistill::data::npy;
-use webdistill::golden;
 use webdistill::graph::{Graph, Plan};
 use webdistill::models::{self, Backbone, FeatureShape, ModelConfig};
 use webdistill::nn::{Builder, Fwd};
@@ -226,7 +225,7 @@ fn stage_features_have_the_advertised_shapes() {
 
 #[test]
 fn ofa_feature_taps() {
-    use webdistill::nn::token::feature_blocks;
+    use webdistill::models::feature_blocks;
     assert_eq!(feature_blocks(12), [1, 3, 9, 11]);
     assert_eq!(feature_blocks(6), [1, 2, 4, 5]);
     assert_eq!(feature_blocks(8), [1, 3, 5, 7]);

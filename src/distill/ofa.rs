@@ -23,8 +23,8 @@
 
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Var};
-use crate::models::vit::Block;
 use crate::models::{Backbone, FeatureShape};
+use crate::nn::Block;
 use crate::nn::{BatchNorm2d, Conv2d, ConvInit};
 use crate::nn::{Builder, Fwd, LayerNorm, Linear};
 use crate::ops::Conv2dSpec;

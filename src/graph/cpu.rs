@@ -32,23 +32,9 @@ impl CpuTensor {
     }
 }
 
-pub fn strides(shape: &[usize]) -> Vec<usize> {
-    let mut s = vec![1; shape.len()];
-    for i in (0..shape.len().saturating_sub(1)).rev() {
-        s[i] = s[i + 1] * shape[i + 1];
-    }
-    s
-}
-
-/// Multi-index of a linear index.
-pub fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
-    let mut idx = vec![0; shape.len()];
-    for d in (0..shape.len()).rev() {
-        idx[d] = i % shape[d];
-        i /= shape[d];
-    }
-    idx
-}
+/// The index helpers live with the shape rules in [`crate::tensor`]; the CPU references
+/// (and the ops) have always found them here.
+pub use crate::tensor::{strides, unravel};
 
 use super::{Graph, Source, Var};
 use crate::error::{Error, Result};

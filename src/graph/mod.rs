@@ -10,12 +10,16 @@ pub mod cpu;
 pub mod lower;
 pub mod plan;
 
+/// The element type lives in [`crate::tensor`] (the store needs it too); re-exported here
+/// where graph code has always found it.
+pub use crate::tensor::DType;
 pub use cpu::CpuTensor;
 pub use lower::{Bind, Lowering, Params};
 pub use plan::{Plan, PlanStats};
 
 use crate::error::{Error, Result};
 use crate::store::{Param, Pool, StateRef};
+use crate::tensor::check_shape;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -33,18 +37,6 @@ impl fmt::Debug for Var {
 impl Var {
     pub fn index(self) -> usize {
         self.0 as usize
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DType {
-    F32,
-    U32,
-}
-
-impl DType {
-    pub fn size(self) -> usize {
-        4
     }
 }
 
@@ -357,11 +349,4 @@ impl Graph {
             }
         }
     }
-}
-
-pub(crate) fn check_shape(op: &'static str, name: &str, shape: &[usize]) -> Result<()> {
-    if shape.is_empty() || shape.iter().any(|&d| d == 0) {
-        return Err(Error::shape(op, format!("'{name}' has shape {shape:?}; every tensor needs rank >= 1 and no zero dimension")));
-    }
-    Ok(())
 }

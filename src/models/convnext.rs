@@ -12,7 +12,7 @@
 //! pool, LayerNorm (`head.norm`), `head.fc`; the pooled feature is the normalised one.
 //! Init as timm: trunc_normal(0.02) weights, zero biases, layer scale 1e-6.
 
-use super::{Backbone, Entry, Family, FeatureShape, ModelConfig, Output, check_input, prefix_of};
+use super::{Backbone, Family, FeatureShape, ModelConfig, Output, check_input, family_entries, prefix_of};
 use crate::error::Result;
 use crate::graph::{Graph, Var};
 use crate::nn::{Builder, Conv2d, ConvInit, Fwd, LayerNorm, LayerNorm2d, Linear, drop_path};
@@ -199,39 +199,14 @@ impl Backbone for ConvNeXt {
 const ATTO: ([usize; 4], [usize; 4]) = ([2, 2, 6, 2], [40, 80, 160, 320]);
 const TINY: ([usize; 4], [usize; 4]) = ([3, 3, 9, 3], [96, 192, 384, 768]);
 
-pub fn entries() -> Vec<Entry> {
-    vec![
-        Entry {
-            name: "convnext_atto",
-            about: "ConvNeXt-Atto (timm convnext_atto, conv MLP), 4x4 patch stem",
-            head_weight: "head.fc.weight",
-            default_img: 224,
-            default_classes: 1000,
-            build: |b, cfg| Ok(Box::new(ConvNeXt::new(b, "convnext_atto", cfg, ATTO.0, ATTO.1, 4, true)?)),
-        },
-        Entry {
-            name: "convnext_atto_p2",
-            about: "ConvNeXt-Atto with a 2x2 patch stem for 32-px inputs",
-            head_weight: "head.fc.weight",
-            default_img: 32,
-            default_classes: 100,
-            build: |b, cfg| Ok(Box::new(ConvNeXt::new(b, "convnext_atto_p2", cfg, ATTO.0, ATTO.1, 2, true)?)),
-        },
-        Entry {
-            name: "convnext_tiny",
-            about: "ConvNeXt-Tiny (timm convnext_tiny), 4x4 patch stem",
-            head_weight: "head.fc.weight",
-            default_img: 224,
-            default_classes: 1000,
-            build: |b, cfg| Ok(Box::new(ConvNeXt::new(b, "convnext_tiny", cfg, TINY.0, TINY.1, 4, false)?)),
-        },
-        Entry {
-            name: "convnext_tiny_p2",
-            about: "ConvNeXt-Tiny with a 2x2 patch stem for 32-px inputs",
-            head_weight: "head.fc.weight",
-            default_img: 32,
-            default_classes: 100,
-            build: |b, cfg| Ok(Box::new(ConvNeXt::new(b, "convnext_tiny_p2", cfg, TINY.0, TINY.1, 2, false)?)),
-        },
-    ]
+family_entries! {
+    head_weight: "head.fc.weight";
+    "convnext_atto", "ConvNeXt-Atto (timm convnext_atto, conv MLP), 4x4 patch stem", 224, 1000
+        => |b, cfg, name| ConvNeXt::new(b, name, cfg, ATTO.0, ATTO.1, 4, true);
+    "convnext_atto_p2", "ConvNeXt-Atto with a 2x2 patch stem for 32-px inputs", 32, 100
+        => |b, cfg, name| ConvNeXt::new(b, name, cfg, ATTO.0, ATTO.1, 2, true);
+    "convnext_tiny", "ConvNeXt-Tiny (timm convnext_tiny), 4x4 patch stem", 224, 1000
+        => |b, cfg, name| ConvNeXt::new(b, name, cfg, TINY.0, TINY.1, 4, false);
+    "convnext_tiny_p2", "ConvNeXt-Tiny with a 2x2 patch stem for 32-px inputs", 32, 100
+        => |b, cfg, name| ConvNeXt::new(b, name, cfg, TINY.0, TINY.1, 2, false);
 }

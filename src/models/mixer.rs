@@ -2,11 +2,10 @@
 //! channel MLPs) or `ResBlock` (Affine norms, a token Linear, layer scale). No class token;
 //! the head reads the mean of the normalised tokens.
 
-use super::{Backbone, Entry, Family, FeatureShape, ModelConfig, Output};
+use super::{Backbone, Family, FeatureShape, ModelConfig, Output, family_entries, feature_blocks};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Var};
-use crate::nn::token::{drop_path_rates, feature_blocks, residual};
-use crate::nn::{Affine, Builder, Fwd, InitStyle, LayerNorm, Linear, Mlp, PatchEmbed};
+use crate::nn::{Affine, Builder, Fwd, InitStyle, LayerNorm, Linear, Mlp, PatchEmbed, drop_path_rates, residual};
 use crate::store::{Init, Param};
 
 const EPS: f32 = 1e-6;
@@ -210,15 +209,6 @@ impl Backbone for Mixer {
     }
 }
 
-macro_rules! mixer_entry {
-    ($name:literal, $about:literal, $img:expr, $classes:expr, $arch:expr) => {{
-        fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<Box<dyn Backbone>> {
-            Ok(Box::new(Mixer::new(b, $name, $arch, cfg)?))
-        }
-        Entry { name: $name, about: $about, head_weight: "head.weight", default_img: $img, default_classes: $classes, build }
-    }};
-}
-
 const fn a(patch: usize, dim: usize, depth: usize, kind: MixerKind) -> MixerArch {
     MixerArch { patch, dim, depth, kind }
 }
@@ -226,12 +216,12 @@ const fn a(patch: usize, dim: usize, depth: usize, kind: MixerKind) -> MixerArch
 const MIX: MixerKind = MixerKind::Mixer { tokens_ratio: 0.5, channels_ratio: 4.0 };
 const RES: MixerKind = MixerKind::ResMlp { mlp_ratio: 4.0, init_values: 1e-4 };
 
-pub fn entries() -> Vec<Entry> {
-    vec![
-        mixer_entry!("mixer_micro_p4", "MLP-Mixer, patch 4, dim 128, depth 6 (32-px)", 32, 100, a(4, 128, 6, MIX)),
-        mixer_entry!("mixer_nano_p4", "MLP-Mixer, patch 4, dim 32, depth 4 (32-px; demos, embedding, tests)", 32, 10, a(4, 32, 4, MIX)),
-        mixer_entry!("mixer_b16_224", "MLP-Mixer-B/16 (timm mixer_b16_224)", 224, 1000, a(16, 768, 12, MIX)),
-        mixer_entry!("resmlp_12_p4", "ResMLP-12 at 32 px: patch 4, dim 384", 32, 100, a(4, 384, 12, RES)),
-        mixer_entry!("resmlp_12_224", "ResMLP-12 (timm resmlp_12_224)", 224, 1000, a(16, 384, 12, RES)),
-    ]
+family_entries! {
+    head_weight: "head.weight";
+    "mixer_micro_p4", "MLP-Mixer, patch 4, dim 128, depth 6 (32-px)", 32, 100 => |b, cfg, name| Mixer::new(b, name, a(4, 128, 6, MIX), cfg);
+    "mixer_nano_p4", "MLP-Mixer, patch 4, dim 32, depth 4 (32-px; demos, embedding, tests)", 32, 10
+        => |b, cfg, name| Mixer::new(b, name, a(4, 32, 4, MIX), cfg);
+    "mixer_b16_224", "MLP-Mixer-B/16 (timm mixer_b16_224)", 224, 1000 => |b, cfg, name| Mixer::new(b, name, a(16, 768, 12, MIX), cfg);
+    "resmlp_12_p4", "ResMLP-12 at 32 px: patch 4, dim 384", 32, 100 => |b, cfg, name| Mixer::new(b, name, a(4, 384, 12, RES), cfg);
+    "resmlp_12_224", "ResMLP-12 (timm resmlp_12_224)", 224, 1000 => |b, cfg, name| Mixer::new(b, name, a(16, 384, 12, RES), cfg);
 }

@@ -6,7 +6,7 @@
 //! Init as timm's `_init_weight_goog`: convolutions N(0, 2 / fan_out) with fan_out divided by
 //! the groups, BatchNorm 1/0, classifier U(+-1/sqrt(num_classes)), bias 0.
 
-use super::{Backbone, Entry, Family, FeatureShape, ModelConfig, Output, check_input, prefix_of};
+use super::{Backbone, Family, FeatureShape, ModelConfig, Output, check_input, family_entries, prefix_of};
 use crate::error::Result;
 use crate::graph::{Graph, Var};
 use crate::nn::{BatchNorm2d, Builder, Conv2d, ConvInit, Fwd, Linear, conv_out, drop_path};
@@ -172,23 +172,10 @@ impl Backbone for MobileNetV2 {
     }
 }
 
-pub fn entries() -> Vec<Entry> {
-    vec![
-        Entry {
-            name: "mobilenetv2",
-            about: "MobileNetV2 1.0 (timm mobilenetv2_100 names), stride-2 stem",
-            head_weight: "classifier.weight",
-            default_img: 224,
-            default_classes: 1000,
-            build: |b, cfg| Ok(Box::new(MobileNetV2::new(b, "mobilenetv2", cfg, 2)?)),
-        },
-        Entry {
-            name: "mobilenetv2_cifar",
-            about: "MobileNetV2 1.0 (timm names), stride-1 stem for 32-px inputs",
-            head_weight: "classifier.weight",
-            default_img: 32,
-            default_classes: 100,
-            build: |b, cfg| Ok(Box::new(MobileNetV2::new(b, "mobilenetv2_cifar", cfg, 1)?)),
-        },
-    ]
+family_entries! {
+    head_weight: "classifier.weight";
+    "mobilenetv2", "MobileNetV2 1.0 (timm mobilenetv2_100 names), stride-2 stem", 224, 1000
+        => |b, cfg, name| MobileNetV2::new(b, name, cfg, 2);
+    "mobilenetv2_cifar", "MobileNetV2 1.0 (timm names), stride-1 stem for 32-px inputs", 32, 100
+        => |b, cfg, name| MobileNetV2::new(b, name, cfg, 1);
 }

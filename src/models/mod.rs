@@ -1,6 +1,7 @@
 //! Backbones by name: CNNs, vision transformers, MLP mixers. Each family has its own file
-//! and registers its names in [`registry`]. Parameter names and layouts are exactly those of
-//! the PyTorch/timm state dicts they mirror, so `.safetensors` files move both ways.
+//! and declares its names with the one `family_entries!` macro; [`registry`] lists them all.
+//! Parameter names and layouts are exactly those of the PyTorch/timm state dicts they mirror,
+//! so `.safetensors` files move both ways.
 
 pub mod convnext;
 pub mod mixer;
@@ -53,6 +54,16 @@ impl std::fmt::Display for FeatureShape {
             FeatureShape::Tokens { n, d, .. } => write!(f, "{n}x{d}"),
         }
     }
+}
+
+/// Blocks whose outputs are the four stage features of a plain (isotropic) token model:
+/// OFA-KD's taps for depth 12 (blocks 1, 3, 9, 11: the stage ends of a 2-2-6-2 Swin), else
+/// four evenly spaced blocks ending with the last.
+pub fn feature_blocks(depth: usize) -> Vec<usize> {
+    if depth == 12 {
+        return vec![1, 3, 9, 11];
+    }
+    (1..=4).map(|k| (depth * k).div_ceil(4).max(1) - 1).collect()
 }
 
 /// What a model is built for.
@@ -117,6 +128,36 @@ impl Entry {
         ModelConfig::new(3, self.default_img, self.default_classes)
     }
 }
+
+/// Defines a family's `pub fn entries() -> Vec<Entry>`: every family file declares its
+/// registry names with this one macro. After the classifier weight the family's models share,
+/// one line per model, in registry order:
+///
+/// ```text
+/// "name", "about", default image size, default class count => |b, cfg, name| constructor;
+/// ```
+///
+/// The constructor sees the builder, the config and the entry's name (`&'static str`) and
+/// gives `Result<M>` for some [`Backbone`] `M`; the entry boxes it.
+macro_rules! family_entries {
+    (head_weight: $head:literal; $($name:literal, $about:literal, $img:literal, $classes:literal
+        => |$b:ident, $cfg:ident, $n:ident| $model:expr;)+) => {
+        pub fn entries() -> Vec<$crate::models::Entry> {
+            vec![$($crate::models::Entry {
+                name: $name,
+                about: $about,
+                head_weight: $head,
+                default_img: $img,
+                default_classes: $classes,
+                build: |$b, $cfg| {
+                    let $n: &'static str = $name;
+                    Ok(Box::new($model?))
+                },
+            }),+]
+        }
+    };
+}
+pub(crate) use family_entries;
 
 /// All model names, by family file.
 pub fn registry() -> Vec<Entry> {

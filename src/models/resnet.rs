@@ -10,7 +10,7 @@
 //! Init as both repositories: kaiming_normal(fan_out) convolutions, BatchNorm 1/0, PyTorch's
 //! default Linear.
 
-use super::{Backbone, Entry, Family, FeatureShape, ModelConfig, Output, check_input_any_size, prefix_of};
+use super::{Backbone, Family, FeatureShape, ModelConfig, Output, check_input_any_size, family_entries, prefix_of};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Var};
 use crate::nn::{BatchNorm2d, Builder, Conv2d, ConvInit, Fwd, Linear, conv_out, drop_path};
@@ -168,71 +168,36 @@ impl Backbone for ResNet {
     }
 }
 
-fn cifar_resnet(b: &mut Builder, cfg: &ModelConfig, depth: usize) -> Result<Box<dyn Backbone>> {
+/// A CIFAR ResNet of `depth` = 6n+2 layers (n BasicBlocks per stage of 16, 32, 64 channels).
+fn cifar_resnet(b: &mut Builder, cfg: &ModelConfig, name: &str, depth: usize) -> Result<ResNet> {
     if depth < 8 || (depth - 2) % 6 != 0 {
         return Err(Error::usage(format!("CIFAR ResNet depth {depth} must be 6n+2")));
     }
     let n = (depth - 2) / 6;
-    Ok(Box::new(ResNet::new(b, &format!("resnet{depth}"), cfg, Stem::Cifar, &[16, 32, 64], &[n, n, n])?))
+    ResNet::new(b, name, cfg, Stem::Cifar, &[16, 32, 64], &[n, n, n])
 }
 
-fn tv_resnet(b: &mut Builder, cfg: &ModelConfig, name: &str, stem: Stem, blocks: [usize; 4]) -> Result<Box<dyn Backbone>> {
-    Ok(Box::new(ResNet::new(b, name, cfg, stem, &[64, 128, 256, 512], &blocks)?))
+/// A torchvision ResNet (64, 128, 256, 512 channels).
+fn tv_resnet(b: &mut Builder, cfg: &ModelConfig, name: &str, stem: Stem, blocks: [usize; 4]) -> Result<ResNet> {
+    ResNet::new(b, name, cfg, stem, &[64, 128, 256, 512], &blocks)
 }
 
-macro_rules! cifar_entry {
-    ($name:literal, $depth:literal) => {
-        Entry {
-            name: $name,
-            about: concat!("CIFAR ResNet-", $depth, " (He et al. 2016, CRD layout), 16/32/64 channels"),
-            head_weight: "fc.weight",
-            default_img: 32,
-            default_classes: 100,
-            build: |b, cfg| cifar_resnet(b, cfg, $depth),
-        }
-    };
-}
-
-pub fn entries() -> Vec<Entry> {
-    vec![
-        cifar_entry!("resnet8", 8),
-        cifar_entry!("resnet14", 14),
-        cifar_entry!("resnet20", 20),
-        cifar_entry!("resnet32", 32),
-        cifar_entry!("resnet44", 44),
-        cifar_entry!("resnet56", 56),
-        cifar_entry!("resnet110", 110),
-        Entry {
-            name: "resnet18",
-            about: "torchvision ResNet-18, ImageNet stem (7x7/2 + max pool)",
-            head_weight: "fc.weight",
-            default_img: 224,
-            default_classes: 1000,
-            build: |b, cfg| tv_resnet(b, cfg, "resnet18", Stem::ImageNet, [2, 2, 2, 2]),
-        },
-        Entry {
-            name: "resnet18_cifar",
-            about: "torchvision ResNet-18 names, CIFAR stem (3x3/1, no max pool) for 32-px inputs",
-            head_weight: "fc.weight",
-            default_img: 32,
-            default_classes: 100,
-            build: |b, cfg| tv_resnet(b, cfg, "resnet18_cifar", Stem::Cifar, [2, 2, 2, 2]),
-        },
-        Entry {
-            name: "resnet34",
-            about: "torchvision ResNet-34, ImageNet stem (7x7/2 + max pool)",
-            head_weight: "fc.weight",
-            default_img: 224,
-            default_classes: 1000,
-            build: |b, cfg| tv_resnet(b, cfg, "resnet34", Stem::ImageNet, [3, 4, 6, 3]),
-        },
-        Entry {
-            name: "resnet34_cifar",
-            about: "torchvision ResNet-34 names, CIFAR stem (3x3/1, no max pool) for 32-px inputs",
-            head_weight: "fc.weight",
-            default_img: 32,
-            default_classes: 100,
-            build: |b, cfg| tv_resnet(b, cfg, "resnet34_cifar", Stem::Cifar, [3, 4, 6, 3]),
-        },
-    ]
+family_entries! {
+    head_weight: "fc.weight";
+    "resnet8", "CIFAR ResNet-8 (He et al. 2016, CRD layout), 16/32/64 channels", 32, 100 => |b, cfg, name| cifar_resnet(b, cfg, name, 8);
+    "resnet14", "CIFAR ResNet-14 (He et al. 2016, CRD layout), 16/32/64 channels", 32, 100 => |b, cfg, name| cifar_resnet(b, cfg, name, 14);
+    "resnet20", "CIFAR ResNet-20 (He et al. 2016, CRD layout), 16/32/64 channels", 32, 100 => |b, cfg, name| cifar_resnet(b, cfg, name, 20);
+    "resnet32", "CIFAR ResNet-32 (He et al. 2016, CRD layout), 16/32/64 channels", 32, 100 => |b, cfg, name| cifar_resnet(b, cfg, name, 32);
+    "resnet44", "CIFAR ResNet-44 (He et al. 2016, CRD layout), 16/32/64 channels", 32, 100 => |b, cfg, name| cifar_resnet(b, cfg, name, 44);
+    "resnet56", "CIFAR ResNet-56 (He et al. 2016, CRD layout), 16/32/64 channels", 32, 100 => |b, cfg, name| cifar_resnet(b, cfg, name, 56);
+    "resnet110", "CIFAR ResNet-110 (He et al. 2016, CRD layout), 16/32/64 channels", 32, 100
+        => |b, cfg, name| cifar_resnet(b, cfg, name, 110);
+    "resnet18", "torchvision ResNet-18, ImageNet stem (7x7/2 + max pool)", 224, 1000
+        => |b, cfg, name| tv_resnet(b, cfg, name, Stem::ImageNet, [2, 2, 2, 2]);
+    "resnet18_cifar", "torchvision ResNet-18 names, CIFAR stem (3x3/1, no max pool) for 32-px inputs", 32, 100
+        => |b, cfg, name| tv_resnet(b, cfg, name, Stem::Cifar, [2, 2, 2, 2]);
+    "resnet34", "torchvision ResNet-34, ImageNet stem (7x7/2 + max pool)", 224, 1000
+        => |b, cfg, name| tv_resnet(b, cfg, name, Stem::ImageNet, [3, 4, 6, 3]);
+    "resnet34_cifar", "torchvision ResNet-34 names, CIFAR stem (3x3/1, no max pool) for 32-px inputs", 32, 100
+        => |b, cfg, name| tv_resnet(b, cfg, name, Stem::Cifar, [3, 4, 6, 3]);
 }

@@ -10,11 +10,10 @@
 //!   sum goes into the attention kernel as a bias broadcast over images (window w of every
 //!   image reads bias[w]).
 
-use super::{Backbone, Entry, Family, FeatureShape, ModelConfig, Output};
+use super::{Backbone, Family, FeatureShape, ModelConfig, Output, family_entries};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Var};
-use crate::nn::token::{drop_path_rates, residual};
-use crate::nn::{Builder, Fwd, InitStyle, LayerNorm, Linear, Mlp, PatchEmbed, SelfAttention};
+use crate::nn::{Builder, Fwd, InitStyle, LayerNorm, Linear, Mlp, PatchEmbed, PatchMerging, SelfAttention, drop_path_rates, residual};
 use crate::store::{Init, Param};
 
 const EPS: f32 = 1e-5;
@@ -199,29 +198,8 @@ impl Block {
     }
 }
 
-/// PatchMerging: 2x2 neighbours concatenated (timm's order), LayerNorm(4C), Linear(4C -> 2C).
-#[derive(Clone, Debug)]
-struct Merge {
-    norm: LayerNorm,
-    reduction: Linear,
-}
-
-impl Merge {
-    /// [B, R*R, C] -> [B, (R/2)^2, 2C].
-    fn forward(&self, g: &mut Graph, x: Var, res: usize) -> Result<Var> {
-        let s = g.shape(x).to_vec();
-        let (b, c) = (s[0], s[2]);
-        let x6 = g.reshape(x, &[b, res / 2, 2, res / 2, 2, c])?;
-        // (b, i, j, dx, dy, c): x0=(0,0), x1=(1,0), x2=(0,1), x3=(1,1) as (dy, dx).
-        let x6 = g.permute(x6, &[0, 1, 3, 4, 2, 5])?;
-        let x = g.reshape(x6, &[b, (res / 2) * (res / 2), 4 * c])?;
-        let x = self.norm.forward(g, x)?;
-        self.reduction.forward(g, x)
-    }
-}
-
 struct Stage {
-    merge: Option<Merge>,
+    merge: Option<PatchMerging>,
     blocks: Vec<Block>,
     res: usize,
     dim: usize,
@@ -259,11 +237,7 @@ impl Swin {
         for (i, (&depth, &nh)) in depths.iter().zip(&heads).enumerate() {
             let mut sb = b.sub(&format!("layers.{i}"));
             let merge = if i > 0 {
-                let mut m = sb.sub("downsample");
-                let merge = Merge {
-                    norm: LayerNorm::new(&mut m, "norm", 4 * dim, EPS)?,
-                    reduction: Linear::new_trunc(&mut m, "reduction", 4 * dim, 2 * dim, false)?,
-                };
+                let merge = PatchMerging::new(&mut sb, "downsample", dim, EPS)?;
                 res /= 2;
                 dim *= 2;
                 Some(merge)
@@ -348,15 +322,6 @@ impl Backbone for Swin {
     }
 }
 
-macro_rules! swin_entry {
-    ($name:literal, $about:literal, $img:expr, $classes:expr, $arch:expr) => {{
-        fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<Box<dyn Backbone>> {
-            Ok(Box::new(Swin::new(b, $name, $arch, cfg)?))
-        }
-        Entry { name: $name, about: $about, head_weight: "head.fc.weight", default_img: $img, default_classes: $classes, build }
-    }};
-}
-
 const TINY: ([usize; 4], [usize; 4]) = ([2, 2, 6, 2], [3, 6, 12, 24]);
 // OFA-KD's students (custom_model/swin_transformer.py): depths 2-2-2-2, heads 2-4-8-16.
 const SMALLS: ([usize; 4], [usize; 4]) = ([2, 2, 2, 2], [2, 4, 8, 16]);
@@ -365,13 +330,14 @@ const fn a(patch: usize, window: usize, embed_dim: usize, layout: ([usize; 4], [
     SwinArch { patch, window, embed_dim, depths: layout.0, heads: layout.1, mlp_ratio: 4.0 }
 }
 
-pub fn entries() -> Vec<Entry> {
-    vec![
-        swin_entry!("swin_tiny_224", "Swin-T (timm swin_tiny_patch4_window7_224)", 224, 1000, a(4, 7, 96, TINY)),
-        swin_entry!("swin_nano_224", "Swin-N, OFA-KD's student (embed 64, depths 2-2-2-2)", 224, 1000, a(4, 7, 64, SMALLS)),
-        swin_entry!("swin_pico_224", "Swin-P, OFA-KD's student (embed 48, depths 2-2-2-2)", 224, 1000, a(4, 7, 48, SMALLS)),
-        swin_entry!("swin_tiny_p2w4", "Swin-T layout at 32 px: patch 2, window 4", 32, 100, a(2, 4, 96, TINY)),
-        swin_entry!("swin_nano_p2w4", "Swin-N at 32 px: patch 2, window 4", 32, 100, a(2, 4, 64, SMALLS)),
-        swin_entry!("swin_pico_p2w4", "Swin-P at 32 px: patch 2, window 4", 32, 100, a(2, 4, 48, SMALLS)),
-    ]
+family_entries! {
+    head_weight: "head.fc.weight";
+    "swin_tiny_224", "Swin-T (timm swin_tiny_patch4_window7_224)", 224, 1000 => |b, cfg, name| Swin::new(b, name, a(4, 7, 96, TINY), cfg);
+    "swin_nano_224", "Swin-N, OFA-KD's student (embed 64, depths 2-2-2-2)", 224, 1000
+        => |b, cfg, name| Swin::new(b, name, a(4, 7, 64, SMALLS), cfg);
+    "swin_pico_224", "Swin-P, OFA-KD's student (embed 48, depths 2-2-2-2)", 224, 1000
+        => |b, cfg, name| Swin::new(b, name, a(4, 7, 48, SMALLS), cfg);
+    "swin_tiny_p2w4", "Swin-T layout at 32 px: patch 2, window 4", 32, 100 => |b, cfg, name| Swin::new(b, name, a(2, 4, 96, TINY), cfg);
+    "swin_nano_p2w4", "Swin-N at 32 px: patch 2, window 4", 32, 100 => |b, cfg, name| Swin::new(b, name, a(2, 4, 64, SMALLS), cfg);
+    "swin_pico_p2w4", "Swin-P at 32 px: patch 2, window 4", 32, 100 => |b, cfg, name| Swin::new(b, name, a(2, 4, 48, SMALLS), cfg);
 }

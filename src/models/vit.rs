@@ -3,11 +3,10 @@
 //! names are timm's (`cls_token`, `pos_embed`, `patch_embed.proj.*`, `blocks.{i}.attn.qkv.*`,
 //! ..., `norm.*`, `head.*`).
 
-use super::{Backbone, Entry, Family, FeatureShape, ModelConfig, Output};
+use super::{Backbone, Family, FeatureShape, ModelConfig, Output, family_entries, feature_blocks};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Var};
-use crate::nn::token::{drop_path_rates, feature_blocks, residual};
-use crate::nn::{Builder, Fwd, InitStyle, LayerNorm, Linear, Mlp, PatchEmbed, SelfAttention};
+use crate::nn::{Block, Builder, Fwd, LayerNorm, Linear, PatchEmbed, drop_path_rates};
 use crate::ops::AttnImpl;
 use crate::store::{Init, Param};
 
@@ -22,52 +21,6 @@ pub struct VitArch {
 }
 
 const EPS: f32 = 1e-6;
-
-/// timm's pre-norm transformer `Block` (`norm1`, `attn.qkv`, `attn.proj`, `norm2`,
-/// `mlp.fc1`, `mlp.fc2`); also the block OFA-KD's token branches stack.
-#[derive(Clone, Debug)]
-pub struct Block {
-    norm1: LayerNorm,
-    attn: SelfAttention,
-    norm2: LayerNorm,
-    mlp: Mlp,
-    drop_path: f32,
-}
-
-impl Block {
-    /// A block of width `dim` with timm's ViT initialisation.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        b: &mut Builder,
-        name: &str,
-        dim: usize,
-        heads: usize,
-        mlp_ratio: f32,
-        qkv_bias: bool,
-        eps: f32,
-        drop_path: f32,
-    ) -> Result<Self> {
-        let mut s = b.sub(name);
-        let hidden = (dim as f32 * mlp_ratio) as usize;
-        Ok(Block {
-            norm1: LayerNorm::new(&mut s, "norm1", dim, eps)?,
-            attn: SelfAttention::new(&mut s, "attn", dim, heads, qkv_bias)?,
-            norm2: LayerNorm::new(&mut s, "norm2", dim, eps)?,
-            mlp: Mlp::new(&mut s, "mlp", dim, hidden, InitStyle::Vit)?,
-            drop_path,
-        })
-    }
-
-    /// x [B, N, dim] -> [B, N, dim].
-    pub fn forward(&self, g: &mut Graph, x: Var, f: &Fwd) -> Result<Var> {
-        let h = self.norm1.forward(g, x)?;
-        let h = self.attn.forward(g, h, None)?;
-        let x = residual(g, x, h, self.drop_path, f)?;
-        let h = self.norm2.forward(g, x)?;
-        let h = self.mlp.forward(g, h)?;
-        residual(g, x, h, self.drop_path, f)
-    }
-}
 
 /// A ViT/DeiT backbone.
 pub struct Vit {
@@ -182,16 +135,6 @@ impl Backbone for Vit {
     }
 }
 
-macro_rules! vit_entry {
-    ($name:literal, $about:literal, $img:expr, $classes:expr) => {{
-        fn build(b: &mut Builder, cfg: &ModelConfig) -> Result<Box<dyn Backbone>> {
-            let arch = arch($name).expect("every ViT entry has an architecture");
-            Ok(Box::new(Vit::new(b, $name, arch, cfg)?))
-        }
-        Entry { name: $name, about: $about, head_weight: "head.weight", default_img: $img, default_classes: $classes, build }
-    }};
-}
-
 const fn a(patch: usize, dim: usize, depth: usize, heads: usize) -> VitArch {
     VitArch { patch, dim, depth, heads, mlp_ratio: 4.0 }
 }
@@ -208,12 +151,21 @@ pub fn arch(name: &str) -> Option<VitArch> {
     }
 }
 
-pub fn entries() -> Vec<Entry> {
-    vec![
-        vit_entry!("vit_micro_p4", "ViT, patch 4, dim 128, depth 6, 4 heads (32-px)", 32, 100),
-        vit_entry!("vit_nano_p4", "ViT, patch 4, dim 32, depth 4, 2 heads (32-px; demos, embedding, tests)", 32, 10),
-        vit_entry!("vit_tiny_p4", "DeiT-Tiny at 32 px: patch 4, dim 192, depth 12, 3 heads", 32, 100),
-        vit_entry!("vit_small_p4", "ViT-S at 32 px: patch 4, dim 384, depth 12, 6 heads", 32, 100),
-        vit_entry!("deit_tiny_patch16_224", "DeiT-Tiny (timm deit_tiny_patch16_224)", 224, 1000),
-    ]
+family_entries! {
+    head_weight: "head.weight";
+    "vit_micro_p4", "ViT, patch 4, dim 128, depth 6, 4 heads (32-px)", 32, 100
+        => |b, cfg, name| Vit::new(b, name, registry_arch(name), cfg);
+    "vit_nano_p4", "ViT, patch 4, dim 32, depth 4, 2 heads (32-px; demos, embedding, tests)", 32, 10
+        => |b, cfg, name| Vit::new(b, name, registry_arch(name), cfg);
+    "vit_tiny_p4", "DeiT-Tiny at 32 px: patch 4, dim 192, depth 12, 3 heads", 32, 100
+        => |b, cfg, name| Vit::new(b, name, registry_arch(name), cfg);
+    "vit_small_p4", "ViT-S at 32 px: patch 4, dim 384, depth 12, 6 heads", 32, 100
+        => |b, cfg, name| Vit::new(b, name, registry_arch(name), cfg);
+    "deit_tiny_patch16_224", "DeiT-Tiny (timm deit_tiny_patch16_224)", 224, 1000
+        => |b, cfg, name| Vit::new(b, name, registry_arch(name), cfg);
+}
+
+/// [`arch`] of a name the registry lists.
+fn registry_arch(name: &str) -> VitArch {
+    arch(name).expect("every ViT entry has an architecture")
 }

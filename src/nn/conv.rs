@@ -1,12 +1,11 @@
-//! Convolutional layers with PyTorch parameter names: Conv2d (`weight`, `bias`), BatchNorm2d
-//! (`weight`, `bias`, `running_mean`, `running_var`, `num_batches_tracked`) and timm's
-//! LayerNorm2d (`weight`, `bias`).
+//! Convolutional layers with PyTorch parameter names: Conv2d (`weight`, `bias`), and the
+//! output-size rule of a convolution or pooling window.
 
-use super::{Builder, Fwd, torch_default_init};
+use super::{Builder, torch_default_init};
 use crate::error::Result;
-use crate::graph::{DType, Graph, Var};
-use crate::ops::{BnVars, Conv2dSpec};
-use crate::store::{Init, Param, StateRef};
+use crate::graph::{Graph, Var};
+use crate::ops::Conv2dSpec;
+use crate::store::{Init, Param};
 
 /// How a convolution's weight starts.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -71,76 +70,7 @@ impl Conv2d {
     }
 }
 
-/// BatchNorm2d with PyTorch's defaults: eps 1e-5, momentum 0.1, affine, tracking running stats
-/// (mean 0, variance 1, counter 0 at the start). Weight 1, bias 0.
-#[derive(Clone, Debug)]
-pub struct BatchNorm2d {
-    pub weight: Param,
-    pub bias: Param,
-    pub running_mean: StateRef,
-    pub running_var: StateRef,
-    pub num_batches_tracked: StateRef,
-    pub eps: f32,
-    pub momentum: f32,
-}
-
-impl BatchNorm2d {
-    pub fn new(b: &mut Builder, name: &str, c: usize) -> Result<Self> {
-        let mut s = b.sub(name);
-        Ok(BatchNorm2d {
-            weight: s.param("weight", &[c], Init::Ones)?,
-            bias: s.param("bias", &[c], Init::Zeros)?,
-            running_mean: s.state("running_mean", &[c], DType::F32, Init::Zeros)?,
-            running_var: s.state("running_var", &[c], DType::F32, Init::Ones)?,
-            num_batches_tracked: s.state("num_batches_tracked", &[1], DType::U32, Init::Zeros)?,
-            eps: 1e-5,
-            momentum: 0.1,
-        })
-    }
-
-    /// Batch statistics (and running-stat updates) in training, running stats in evaluation.
-    pub fn forward(&self, g: &mut Graph, x: Var, f: &Fwd) -> Result<Var> {
-        let v = BnVars {
-            weight: Some(g.param(&self.weight)),
-            bias: Some(g.param(&self.bias)),
-            running_mean: g.state(&self.running_mean),
-            running_var: g.state(&self.running_var),
-            num_batches_tracked: g.state(&self.num_batches_tracked),
-        };
-        g.batch_norm(x, &v, self.eps, self.momentum, f.training())
-    }
-}
-
-/// LayerNorm over the channels of NCHW maps (timm's LayerNorm2d). Weight 1, bias 0.
-#[derive(Clone, Debug)]
-pub struct LayerNorm2d {
-    pub weight: Param,
-    pub bias: Param,
-    pub eps: f32,
-}
-
-impl LayerNorm2d {
-    pub fn new(b: &mut Builder, name: &str, c: usize, eps: f32) -> Result<Self> {
-        let mut s = b.sub(name);
-        Ok(LayerNorm2d { weight: s.param("weight", &[c], Init::Ones)?, bias: s.param("bias", &[c], Init::Zeros)?, eps })
-    }
-
-    pub fn forward(&self, g: &mut Graph, x: Var) -> Result<Var> {
-        let w = g.param(&self.weight);
-        let b = g.param(&self.bias);
-        g.layer_norm2d(x, Some(w), Some(b), self.eps)
-    }
-}
-
 /// Output size of a convolution or pooling window along one axis.
 pub fn conv_out(size: usize, k: usize, stride: usize, padding: usize) -> usize {
     (size + 2 * padding).saturating_sub(k) / stride + 1
-}
-
-/// Stochastic depth on a residual branch in training (identity in evaluation or at rate 0).
-pub fn drop_path(g: &mut Graph, x: Var, p: f32, f: &Fwd) -> Result<Var> {
-    match f.step {
-        Some(step) if f.training() && p > 0.0 => g.drop_path(x, p, step, f.seed),
-        _ => Ok(x),
-    }
 }

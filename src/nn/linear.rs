@@ -1,4 +1,5 @@
-//! Linear and LayerNorm layers (shared by every model family).
+//! Fully connected layers: `Linear` (PyTorch names `weight`, `bias`) and how each model family
+//! initialises them when trained from scratch.
 
 use super::{Builder, torch_default_init};
 use crate::error::Result;
@@ -42,23 +43,31 @@ impl Linear {
     }
 }
 
-/// LayerNorm over the last axis with affine weight and bias.
-#[derive(Clone, Debug)]
-pub struct LayerNorm {
-    pub weight: Param,
-    pub bias: Param,
-    pub eps: f32,
+/// How a family initialises its Linear layers when trained from scratch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitStyle {
+    /// timm ViT/Swin (`init_weights_vit_timm`): trunc_normal(std=.02) weights, zero biases.
+    Vit,
+    /// timm MLP-Mixer/ResMLP (`_init_weights`): xavier_uniform weights; biases N(0, 1e-6)
+    /// inside MLPs, zero elsewhere.
+    Mixer,
 }
 
-impl LayerNorm {
-    pub fn new(b: &mut Builder, name: &str, dim: usize, eps: f32) -> Result<Self> {
-        let mut s = b.sub(name);
-        Ok(LayerNorm { weight: s.param("weight", &[dim], Init::Ones)?, bias: s.param("bias", &[dim], Init::Zeros)?, eps })
+impl InitStyle {
+    /// (weight, bias) initialisers for a Linear; `in_mlp` as timm's `'mlp' in name`.
+    pub fn linear(self, fan_in: usize, fan_out: usize, in_mlp: bool) -> (Init, Init) {
+        match self {
+            InitStyle::Vit => (Init::TruncNormal { std: 0.02 }, Init::Zeros),
+            InitStyle::Mixer => {
+                let a = (6.0 / (fan_in + fan_out) as f32).sqrt();
+                let bias = if in_mlp { Init::Normal { std: 1e-6 } } else { Init::Zeros };
+                (Init::Uniform { lo: -a, hi: a }, bias)
+            }
+        }
     }
 
-    pub fn forward(&self, g: &mut Graph, x: Var) -> Result<Var> {
-        let w = g.param(&self.weight);
-        let b = g.param(&self.bias);
-        g.layer_norm(x, Some(w), Some(b), self.eps)
+    pub fn new_linear(self, b: &mut Builder, name: &str, fan_in: usize, fan_out: usize, bias: bool, in_mlp: bool) -> Result<Linear> {
+        let (w, bi) = self.linear(fan_in, fan_out, in_mlp);
+        Linear::with_init(b, name, fan_in, fan_out, bias, w, bi)
     }
 }

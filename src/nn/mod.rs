@@ -2,15 +2,27 @@
 //!
 //! A layer is a plain struct of [`Param`]s made by a constructor that registers them through a
 //! [`Builder`] (which carries the dotted name prefix), and a `forward(&self, g, x, ..)` that
-//! adds its ops to a graph. Nothing here touches wgpu.
+//! adds its ops to a graph. Nothing here touches wgpu. One file per kind of layer (linear,
+//! conv, norm, attention, mlp, patch, block, drop for stochastic depth), whatever family uses
+//! it; everything is re-exported here.
 
+mod attention;
+mod block;
 mod conv;
+mod drop;
 mod linear;
-pub mod token;
+mod mlp;
+mod norm;
+mod patch;
 
-pub use conv::{BatchNorm2d, Conv2d, ConvInit, LayerNorm2d, conv_out, drop_path};
-pub use linear::{LayerNorm, Linear};
-pub use token::{Affine, InitStyle, Mlp, PatchEmbed, SelfAttention};
+pub use attention::SelfAttention;
+pub use block::Block;
+pub use conv::{Conv2d, ConvInit, conv_out};
+pub use drop::{drop_path, drop_path_rates, residual};
+pub use linear::{InitStyle, Linear};
+pub use mlp::Mlp;
+pub use norm::{Affine, BatchNorm2d, LayerNorm, LayerNorm2d};
+pub use patch::{PatchEmbed, PatchMerging};
 
 use crate::error::Result;
 use crate::graph::{DType, Var};

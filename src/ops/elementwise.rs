@@ -204,8 +204,7 @@ impl Binary {
     }
 }
 
-/// Max rank of broadcasting kernels (two vec4 arrays in the uniform block).
-pub const MAX_RANK: usize = 8;
+pub use crate::tensor::MAX_RANK;
 
 /// NumPy broadcasting of two shapes (right-aligned).
 pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {

@@ -2,6 +2,8 @@
 //! (forward) and finite differences of those references (backward).
 #![allow(dead_code)]
 
+pub mod golden;
+
 use std::collections::HashMap;
 use std::sync::OnceLock;
 use webdistill::graph::{CpuTensor, DType, Graph, Plan, Var};

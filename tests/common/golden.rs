@@ -2,6 +2,9 @@
 //! golden tests need no weight files: both sides compute every tensor from its name with
 //! the same integer hash, PyTorch runs the model once and only the logits are committed.
 
+use webdistill::checkpoint;
+use webdistill::store::{Store, Which};
+
 /// FNV-1a over the bytes of a name.
 pub fn name_hash(name: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -59,10 +62,10 @@ pub fn synthetic(name: &str, shape: &[usize]) -> Vec<f32> {
 }
 
 /// Fill every tensor of a store (under `prefix`) with its synthetic values.
-pub fn fill_store(store: &crate::store::Store, prefix: &str) -> crate::Result<()> {
-    let (params, states) = crate::checkpoint::entries(store, prefix);
+pub fn fill_store(store: &Store, prefix: &str) -> webdistill::Result<()> {
+    let (params, states) = checkpoint::entries(store, prefix);
     for (n, p) in params {
-        store.write_param(&p, crate::store::Which::Value, &synthetic(&n, p.shape()))?;
+        store.write_param(&p, Which::Value, &synthetic(&n, p.shape()))?;
     }
     for (n, s) in states {
         store.write_state(&s, &synthetic(&n, s.shape()))?;
