@@ -56,11 +56,11 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    def __init__(self, depth, num_classes, widths=(16, 16, 32, 64)):
+    def __init__(self, depth, num_classes, widths=(16, 16, 32, 64), in_chans=3):
         super().__init__()
         n = (depth - 2) // 6
         self.inplanes = widths[0]
-        self.conv1 = nn.Conv2d(3, widths[0], 3, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(in_chans, widths[0], 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.layer1 = self._make_layer(widths[1], n)
         self.layer2 = self._make_layer(widths[2], n, stride=2)

@@ -4,6 +4,7 @@
 mod common;
 use common::ctx;
 use webdistill::train::TrainConfig;
+use webdistill::train::report::{EpochRecord, StepRecord, read_jsonl};
 use webdistill::train::runner::{RunOptions, Silent, load_data, run};
 
 fn tiny(model: &str, epochs: usize) -> TrainConfig {
@@ -38,8 +39,14 @@ fn resume_continues_exactly_where_it_stopped() {
         assert_eq!(t.data, wb[k].data, "tensor {k} differs after resume");
     }
     assert_eq!(straight.last, resumed.last);
-    let recs = webdistill::train::report::read_jsonl(&b.join("metrics.jsonl")).unwrap();
+    let recs: Vec<EpochRecord> = read_jsonl(&b.join("metrics.jsonl")).unwrap();
     assert_eq!(recs.iter().map(|r| r.epoch).collect::<Vec<_>>(), vec![1, 2]);
+    // The per-chunk loss log of the resumed run is the straight run's, line for line.
+    let (sa, sb): (Vec<StepRecord>, Vec<StepRecord>) =
+        (read_jsonl(&a.join("steps.jsonl")).unwrap(), read_jsonl(&b.join("steps.jsonl")).unwrap());
+    assert_eq!(sa, sb);
+    assert_eq!(sa.last().map(|s| s.step), Some(2 * 96 / 16));
+    assert!(sa.windows(2).all(|w| w[0].step < w[1].step && w[1].lr > 0.0), "{sa:?}");
     for f in ["best.safetensors", "state.safetensors", "config.toml", "loss.png", "accuracy.png"] {
         assert!(b.join(f).exists(), "{f} missing");
     }

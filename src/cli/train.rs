@@ -223,11 +223,23 @@ pub fn train_cmd(ctx: &Context, model: &str, distill: Option<&DistillArgs>, run:
 pub struct Bar {
     quiet: bool,
     bar: ProgressBar,
+    /// The first epoch of this call (a resumed run starts later), for the ETA.
+    first_epoch: Option<usize>,
 }
 
 impl Bar {
     pub fn new(quiet: bool) -> Bar {
-        Bar { quiet, bar: ProgressBar::hidden() }
+        Bar { quiet, bar: ProgressBar::hidden(), first_epoch: None }
+    }
+}
+
+/// Seconds as "1h02m", "4m05s" or "12s".
+fn duration(s: f32) -> String {
+    let s = s.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
     }
 }
 
@@ -257,6 +269,7 @@ impl Progress for Bar {
         }
     }
     fn epoch_start(&mut self, epoch: usize, epochs: usize, steps: usize) {
+        self.first_epoch.get_or_insert(epoch);
         self.bar = if self.quiet { ProgressBar::hidden() } else { ProgressBar::new(steps as u64) };
         self.bar.set_style(
             ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}").unwrap().progress_chars("=> "),
@@ -270,9 +283,20 @@ impl Progress for Bar {
     }
     fn epoch_end(&mut self, rec: &EpochRecord, epochs: usize) {
         self.bar.finish_and_clear();
+        // The mean epoch of this call (with its evaluation and checkpoint) times those left.
+        let done = rec.epoch + 1 - self.first_epoch.unwrap_or(rec.epoch);
+        let eta = rec.elapsed_s / done.max(1) as f32 * epochs.saturating_sub(rec.epoch) as f32;
         eprintln!(
-            "epoch {}/{}: train loss {:.4}, test loss {:.4}, top-1 {:.2}%, top-5 {:.2}%, {:.0} img/s, {:.0} s so far",
-            rec.epoch, epochs, rec.train_loss, rec.test_loss, rec.test_top1, rec.test_top5, rec.images_per_s, rec.elapsed_s
+            "epoch {}/{}: train loss {:.4}, test loss {:.4}, top-1 {:.2}%, top-5 {:.2}%, {:.1} img/s, {} so far, ETA {}",
+            rec.epoch,
+            epochs,
+            rec.train_loss,
+            rec.test_loss,
+            rec.test_top1,
+            rec.test_top5,
+            rec.images_per_s,
+            duration(rec.elapsed_s),
+            duration(eta)
         );
     }
     fn abandon(&mut self) {

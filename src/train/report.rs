@@ -1,9 +1,11 @@
-//! What a run leaves behind: `metrics.jsonl` (one record per epoch), PNG curves, and the CKA
+//! What a run leaves behind: `metrics.jsonl` (one record per epoch), `steps.jsonl` (the
+//! training loss of every chunk of steps the loop reads), PNG curves, and the CKA
 //! heatmap. Charts use plotters with an embedded DejaVu Sans (assets/), so they render the
 //! same on every machine without system fonts.
 
 use crate::error::{Error, Result};
 use plotters::prelude::*;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -25,16 +27,26 @@ pub struct EpochRecord {
     pub terms: std::collections::BTreeMap<String, f32>,
 }
 
+/// The mean training loss over one chunk of steps ending at `step` (the loop reads the
+/// metrics about 20 times an epoch), with the learning rate of its last step: a finer loss
+/// curve than the per-epoch records, for plots and for comparisons with other frameworks.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub step: usize,
+    pub loss: f32,
+    pub lr: f32,
+}
+
 /// Append one JSON line.
-pub fn append_jsonl(path: &Path, rec: &EpochRecord) -> Result<()> {
+pub fn append_jsonl<T: Serialize>(path: &Path, rec: &T) -> Result<()> {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::file(path, e))?;
     let line = serde_json::to_string(rec).map_err(|e| Error::file(path, e))?;
     writeln!(f, "{line}").map_err(|e| Error::file(path, e))
 }
 
-/// Read every record of a metrics file (for resume and plots).
-pub fn read_jsonl(path: &Path) -> Result<Vec<EpochRecord>> {
+/// Read every record of a JSON-lines file (metrics.jsonl, steps.jsonl: for resume and plots).
+pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, e))?;
     text.lines()
         .filter(|l| !l.trim().is_empty())

@@ -6,7 +6,7 @@
 
 use super::config::TrainConfig;
 use super::metrics::{EvalResult, TrainMetrics};
-use super::report::{self, EpochRecord};
+use super::report::{self, EpochRecord, StepRecord};
 use super::run::Run;
 use crate::checkpoint::{self, FileTensor};
 use crate::data::{DataSpec, LoadOptions, Splits};
@@ -113,10 +113,17 @@ fn resume_from(r: &mut Run, d: &Path) -> Result<Vec<EpochRecord>> {
     let path = d.join("state.safetensors");
     r.load_state(&checkpoint::read(&path)?, &path.display().to_string())?;
     let mp = d.join("metrics.jsonl");
-    let mut records = if mp.exists() { report::read_jsonl(&mp)? } else { Vec::new() };
-    // Drop records of epochs after the saved state (a crash between the two writes).
+    let mut records: Vec<EpochRecord> = if mp.exists() { report::read_jsonl(&mp)? } else { Vec::new() };
+    // Drop records of epochs after the saved state (a crash between the writes).
     let done = r.step / r.steps_per_epoch;
     records.retain(|rec| rec.epoch <= done);
+    let sp = d.join("steps.jsonl");
+    if sp.exists() {
+        let mut steps: Vec<StepRecord> = report::read_jsonl(&sp)?;
+        steps.retain(|s| s.step <= r.step);
+        let text: String = steps.iter().map(|s| serde_json::to_string(s).unwrap_or_default() + "\n").collect();
+        checkpoint::write_atomic(&sp, text.as_bytes())?;
+    }
     Ok(records)
 }
 
@@ -127,6 +134,8 @@ struct EpochSums {
     steps: usize,
     terms: BTreeMap<String, f64>,
     lr: f32,
+    /// One record per chunk read, for steps.jsonl.
+    chunks: Vec<StepRecord>,
 }
 
 impl EpochSums {
@@ -160,6 +169,7 @@ fn train_epoch(r: &mut Run, progress: &mut dyn Progress) -> Result<EpochSums> {
         let m = r.read_train_metrics()?;
         done += n;
         sums.add(&m);
+        sums.chunks.push(StepRecord { step: r.step, loss: m.loss, lr: m.lr });
         progress.steps(done, &m, (done * r.cfg.batch) as f32 / t0.elapsed().as_secs_f32());
         if !m.loss.is_finite() {
             return Err(Error::usage(format!("the loss diverged (NaN/inf) at step {}: lower --lr or add --clip-grad", r.step)));
@@ -170,7 +180,7 @@ fn train_epoch(r: &mut Run, progress: &mut dyn Progress) -> Result<EpochSums> {
 
 /// Write the epoch's checkpoints and records into `d`: the student (`last`, and `best` when it
 /// is the best so far), the resumable state, the metrics line, the charts.
-fn save_epoch(r: &Run, d: &Path, rec: &EpochRecord, records: &[EpochRecord], best: bool, plot: bool) -> Result<()> {
+fn save_epoch(r: &Run, d: &Path, rec: &EpochRecord, chunks: &[StepRecord], records: &[EpochRecord], best: bool, plot: bool) -> Result<()> {
     let meta = BTreeMap::from([
         ("model".to_string(), r.cfg.model.clone()),
         ("adapter".to_string(), r.cfg.adapter.clone()),
@@ -185,6 +195,9 @@ fn save_epoch(r: &Run, d: &Path, rec: &EpochRecord, records: &[EpochRecord], bes
     }
     checkpoint::write_atomic(&d.join("state.safetensors"), &pollster::block_on(r.state_bytes())?)?;
     report::append_jsonl(&d.join("metrics.jsonl"), rec)?;
+    for c in chunks {
+        report::append_jsonl(&d.join("steps.jsonl"), c)?;
+    }
     if plot {
         report::plot_run(d, records)?;
     }
@@ -200,6 +213,7 @@ pub fn run_loop(r: &mut Run, dir: Option<&Path>, opts: &RunOptions, progress: &m
             records = resume_from(r, d)?;
         } else {
             let _ = std::fs::remove_file(d.join("metrics.jsonl"));
+            let _ = std::fs::remove_file(d.join("steps.jsonl"));
         }
         checkpoint::write_atomic(&d.join("config.toml"), r.cfg.to_toml()?.as_bytes())?;
     }
@@ -239,7 +253,7 @@ pub fn run_loop(r: &mut Run, dir: Option<&Path>, opts: &RunOptions, progress: &m
         progress.epoch_end(&rec, epochs);
         records.push(rec.clone());
         if let Some(d) = dir {
-            save_epoch(r, d, &rec, &records, rec.test_top1 >= best, opts.plot)?;
+            save_epoch(r, d, &rec, &sums.chunks, &records, rec.test_top1 >= best, opts.plot)?;
         }
         best = best.max(rec.test_top1);
     }
