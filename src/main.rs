@@ -1,7 +1,31 @@
 fn main() {
     #[cfg(not(target_arch = "wasm32"))]
-    if let Err(e) = webdistill::cli::main() {
-        eprintln!("error: {e}");
-        std::process::exit(1);
+    {
+        let runtime_dir = quiet_mesa_without_runtime_dir();
+        let result = webdistill::cli::main();
+        if let Some(d) = runtime_dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        if let Err(e) = result {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
     }
+}
+
+/// Mesa's Vulkan drivers (lavapipe 22.x among them) print "XDG_RUNTIME_DIR is invalid or not
+/// set" twice when the variable is missing, as on servers and in containers, although a
+/// compute-only tool never opens a display. Point it at a private temporary folder then (removed
+/// at exit), before any thread exists, so a user's first run shows no driver noise.
+#[cfg(not(target_arch = "wasm32"))]
+fn quiet_mesa_without_runtime_dir() -> Option<std::path::PathBuf> {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| std::path::Path::new(&d).is_dir()) {
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!("webdistill-runtime-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).ok()?;
+    // SAFETY: first statement of main, single-threaded: nothing reads the environment
+    // concurrently.
+    unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+    Some(dir)
 }

@@ -153,3 +153,14 @@ fn run_sessions_take_any_config_and_answer_the_run_s_queries() {
     let e = session::create(&ctx, "run", &bad, &Assets::new()).err().unwrap().to_string();
     assert!(e.contains("bundled data"), "{e}");
 }
+
+#[test]
+fn the_binary_prints_no_driver_noise_without_a_runtime_dir() {
+    // Mesa 22.x prints "XDG_RUNTIME_DIR is invalid or not set" twice when the variable is
+    // missing (servers, containers); the binary points it at a temporary folder first.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_webdistill")).arg("info").env_remove("XDG_RUNTIME_DIR").output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("adapter:"), "{stdout}");
+    assert!(!stderr.contains("XDG_RUNTIME_DIR"), "driver noise on stderr: {stderr}");
+}

@@ -29,8 +29,8 @@ pub enum Command {
         /// matmul, conv, resnet20-step, dispatch, attention, vit-step, distill-step or all
         #[arg(default_value = "all")]
         what: String,
-        /// Matrix sizes for the matmul benchmark.
-        #[arg(long, value_delimiter = ',', default_values_t = vec![256usize, 512, 1024])]
+        /// Matrix sizes for the matmul benchmark: `--sizes 256 512 1024` or `--sizes 256,512,1024`.
+        #[arg(long, value_delimiter = ',', num_args = 1.., default_values_t = vec![256usize, 512, 1024])]
         sizes: Vec<usize>,
     },
     /// Run the fixed self-test plan (the browser tests compare the page's results with it), or
@@ -166,6 +166,19 @@ pub enum Command {
         #[arg(long, default_value = ".")]
         out: PathBuf,
     },
+    /// The main job, which `webdistill` with no arguments runs: OFA-KD of the shipped teacher
+    /// into a small student vs the same student without distillation, on the bundled data.
+    MainJob {
+        /// Seed of both arms (data order, augmentation, initial weights).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Where each arm's run folder goes (<out>/none, <out>/ofa).
+        #[arg(long, default_value = "runs/main-job")]
+        out: PathBuf,
+        /// The budget: software or gpu (default: by the adapter).
+        #[arg(long)]
+        budget: Option<String>,
+    },
     /// Top-1/top-5 accuracy and loss of a checkpoint on a dataset's test split.
     Eval {
         #[arg(long)]
@@ -281,9 +294,36 @@ pub fn main() -> Result<()> {
             npy::write_npy(&out, &oshape, &logits)?;
             println!("wrote {} logits {:?} to {}", model, oshape, out.display());
         }
+        Some(Command::MainJob { seed, out, budget }) => {
+            main_job::main_job(&ctx, seed, &out, budget.as_deref())?;
+        }
         None => {
-            main_job::main_job(&ctx)?;
+            main_job::main_job(&ctx, 0, std::path::Path::new("runs/main-job"), None)?;
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Command {
+        Cli::try_parse_from(std::iter::once("webdistill").chain(args.iter().copied())).unwrap().command.unwrap()
+    }
+
+    #[test]
+    fn bench_sizes_take_both_the_space_and_the_comma_form() {
+        for args in [&["bench", "matmul", "--sizes", "256", "512", "1024"][..], &["bench", "matmul", "--sizes", "256,512,1024"]] {
+            let Command::Bench { what, sizes } = parse(args) else { panic!("not bench") };
+            assert_eq!((what.as_str(), sizes), ("matmul", vec![256, 512, 1024]));
+        }
+    }
+
+    #[test]
+    fn the_main_job_subcommand_takes_a_seed_and_a_budget() {
+        let Command::MainJob { seed, budget, .. } = parse(&["main-job", "--seed", "1", "--budget", "software"]) else { panic!() };
+        assert_eq!((seed, budget.as_deref()), (1, Some("software")));
+        assert!(crate::train::main_job::Budget::named("fast").is_err());
+    }
 }

@@ -1,7 +1,7 @@
 //! The main job (`webdistill` with no arguments): distil the shipped `resnet20` teacher into a
-//! `vit_micro_p4` student with OFA on the bundled Fashion-MNIST subset, next to the same
-//! student trained without distillation on the same budget. Its presets live here; the CLI
-//! prints the table.
+//! small ViT student with OFA on the bundled Fashion-MNIST subset, next to the same student
+//! trained without distillation on the same budget. Its presets live here; the CLI prints the
+//! table.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -29,6 +29,7 @@ pub fn shipped_teacher() -> Result<BTreeMap<String, FileTensor>> {
 /// How much training the main job does: small enough for a few minutes on a software adapter.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Budget {
+    pub student: &'static str,
     pub epochs: usize,
     pub batch: usize,
     pub train_limit: usize,
@@ -40,18 +41,49 @@ impl Budget {
     /// The budget for an adapter: CPU adapters (lavapipe, SwiftShader, WARP) run tens of
     /// images per second, real GPUs thousands.
     pub fn for_adapter(software: bool) -> Budget {
-        if software {
-            Budget { epochs: 2, batch: 32, train_limit: 320, test_limit: 300, label: "software adapter: 320 images x 2 epochs" }
-        } else {
-            Budget { epochs: 10, batch: 64, train_limit: 0, test_limit: 0, label: "GPU: all 5000 images x 10 epochs" }
+        if software { Budget::software() } else { Budget::gpu() }
+    }
+    /// By name: "software" or "gpu" (`webdistill main-job --budget`).
+    pub fn named(name: &str) -> Result<Budget> {
+        match name {
+            "software" => Ok(Budget::software()),
+            "gpu" => Ok(Budget::gpu()),
+            _ => Err(crate::error::Error::usage(format!("unknown budget '{name}': software or gpu"))),
+        }
+    }
+    fn software() -> Budget {
+        Budget {
+            student: SOFTWARE_STUDENT,
+            epochs: SOFTWARE_EPOCHS,
+            batch: 32,
+            train_limit: SOFTWARE_IMAGES,
+            test_limit: 0,
+            label: SOFTWARE_LABEL,
+        }
+    }
+    fn gpu() -> Budget {
+        Budget {
+            student: "vit_micro_p4",
+            epochs: 10,
+            batch: 64,
+            train_limit: 0,
+            test_limit: 0,
+            label: "GPU: vit_micro_p4, all 5000 images x 10 epochs, all 1000 test images",
         }
     }
 }
 
+/// The software adapter's budget, sized so that both arms together take at most 6 minutes on
+/// a quiet 2-core machine with lavapipe (measured: docs/RESULTS.md).
+const SOFTWARE_STUDENT: &str = "vit_nano_p4";
+const SOFTWARE_IMAGES: usize = 2000;
+const SOFTWARE_EPOCHS: usize = 2;
+const SOFTWARE_LABEL: &str = "software adapter: vit_nano_p4, 2000 images x 2 epochs, all 1000 test images";
+
 /// The config of one arm of the comparison (`method` = "none" or "ofa").
 pub fn config(method: &str, budget: &Budget, seed: u64) -> TrainConfig {
     TrainConfig {
-        model: "vit_micro_p4".into(),
+        model: budget.student.into(),
         data: "bundled".into(),
         epochs: budget.epochs,
         batch: budget.batch,
@@ -85,11 +117,12 @@ pub struct Row {
 pub const METHODS: [&str; 2] = ["none", "ofa"];
 
 /// Run both arms; `out` keeps each arm's checkpoints, metrics and charts when given.
-pub fn run(ctx: &Context, budget: &Budget, out: Option<&Path>, progress: &mut dyn Progress) -> Result<Vec<Row>> {
+pub fn run(ctx: &Context, budget: &Budget, seed: u64, out: Option<&Path>, progress: &mut dyn Progress) -> Result<Vec<Row>> {
     let teacher = shipped_teacher()?;
     let mut rows = Vec::new();
-    for method in METHODS {
-        let cfg = config(method, budget, 0);
+    for (i, method) in METHODS.into_iter().enumerate() {
+        progress.note(&format!("[{}/{}] {} with {method}", i + 1, METHODS.len(), budget.student));
+        let cfg = config(method, budget, seed);
         let dir = out.map(|o| o.join(method));
         let opts = RunOptions { plot: dir.is_some(), ..RunOptions::default() };
         let summary = run_with_teacher(ctx, cfg, Some(&teacher), dir.as_deref(), &opts, progress)?;

@@ -206,7 +206,7 @@ mod tests {
         for r in &recs {
             append_jsonl(&path, r).unwrap();
         }
-        assert_eq!(read_jsonl(&path).unwrap(), recs);
+        assert_eq!(read_jsonl::<EpochRecord>(&path).unwrap(), recs);
         let rows: Vec<String> = ["layer1", "layer2", "layer3"].iter().map(|s| s.to_string()).collect();
         let cols: Vec<String> = ["block1", "block3", "block5", "block6"].iter().map(|s| s.to_string()).collect();
         let m: Vec<f32> = (0..12).map(|i| i as f32 / 11.0).collect();
