@@ -147,5 +147,6 @@ fn the_shipped_teacher_is_accurate_on_the_bundled_test_images() {
     webdistill::checkpoint::load_into(&s.store, webdistill::train::STUDENT, &t, "shipped teacher", &Default::default()).unwrap();
     let r = s.evaluate().unwrap();
     eprintln!("shipped teacher: top-1 {}% on 200 bundled test images", r.top1);
-    assert!(r.top1 > 70.0, "shipped teacher: top-1 {}% on 200 bundled test images", r.top1);
+    // 95.0% here (93.95% on all 10,000 test images: assets/teacher/README.md).
+    assert!(r.top1 >= 92.0, "shipped teacher: top-1 {}% on 200 bundled test images", r.top1);
 }

@@ -76,9 +76,9 @@ impl Budget {
 /// The software adapter's budget, sized so that both arms together take at most 6 minutes on
 /// a quiet 2-core machine with lavapipe (measured: docs/RESULTS.md).
 const SOFTWARE_STUDENT: &str = "vit_nano_p4";
-const SOFTWARE_IMAGES: usize = 2000;
+const SOFTWARE_IMAGES: usize = 5000;
 const SOFTWARE_EPOCHS: usize = 2;
-const SOFTWARE_LABEL: &str = "software adapter: vit_nano_p4, 2000 images x 2 epochs, all 1000 test images";
+const SOFTWARE_LABEL: &str = "software adapter: vit_nano_p4, all 5000 images x 2 epochs, all 1000 test images";
 
 /// The config of one arm of the comparison (`method` = "none" or "ofa").
 pub fn config(method: &str, budget: &Budget, seed: u64) -> TrainConfig {
