@@ -19,7 +19,8 @@ pub fn main_job(ctx: &Context, seed: u64, out: &Path, budget: Option<&str>) -> R
     println!("adapter: {}", ctx.adapter);
     println!(
         "budget: {} (batch {}, seed {seed}); the student is also trained without distillation on the same budget",
-        budget.label, budget.batch
+        budget.describe(),
+        budget.batch
     );
     let t0 = Instant::now();
     let rows = main_job::run(ctx, &budget, seed, Some(out), &mut Bar::new(false))?;
