@@ -26,7 +26,9 @@ pub fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     if promised != present {
         return Err(Error::file(
             path,
-            format!("the header promises shape {shape:?} of float32 ({promised} bytes of data) but the file holds {present} bytes after the header"),
+            format!(
+                "the header promises shape {shape:?} of float32 ({promised} bytes of data) but the file holds {present} bytes after the header"
+            ),
         ));
     }
     let data = npy.into_vec::<f32>().map_err(|e| Error::file(path, format!("reading the float32 values: {e}")))?;
