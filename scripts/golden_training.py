@@ -39,7 +39,6 @@ comparison starts from them too (`webdistill train ... --init /tmp/resnet8-init.
 the command is in docs/RESULTS.md).
 """
 import argparse
-import gzip
 import json
 import math
 import os
@@ -52,6 +51,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import golden_common as gc  # noqa: E402
 from golden_cnn import CifarResNet  # noqa: E402
+from train_teacher_torch import read_idx  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "data", "fashion-mnist-subset")
@@ -125,14 +125,6 @@ def lr_at(step, c, steps_per_epoch):
 
 
 # ---- data --------------------------------------------------------------------------------
-def read_idx(path):
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
 def load_subset():
     f = lambda s: read_idx(os.path.join(DATA, s + ".gz"))  # noqa: E731
     xtr, ytr = f("train-images-idx3-ubyte"), f("train-labels-idx1-ubyte")
