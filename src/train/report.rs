@@ -37,12 +37,27 @@ pub struct StepRecord {
     pub lr: f32,
 }
 
-/// Append one JSON line.
-pub fn append_jsonl<T: Serialize>(path: &Path, rec: &T) -> Result<()> {
+/// Records as JSON lines.
+fn jsonl_text<T: Serialize>(path: &Path, recs: &[T]) -> Result<String> {
+    let mut text = String::new();
+    for r in recs {
+        text += &serde_json::to_string(r).map_err(|e| Error::file(path, e))?;
+        text.push('\n');
+    }
+    Ok(text)
+}
+
+/// Append records, one JSON line each (one write).
+pub fn append_jsonl<T: Serialize>(path: &Path, recs: &[T]) -> Result<()> {
     use std::io::Write;
+    let text = jsonl_text(path, recs)?;
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::file(path, e))?;
-    let line = serde_json::to_string(rec).map_err(|e| Error::file(path, e))?;
-    writeln!(f, "{line}").map_err(|e| Error::file(path, e))
+    f.write_all(text.as_bytes()).map_err(|e| Error::file(path, e))
+}
+
+/// Replace the file with these records, atomically (resume trims a log to its checkpoint).
+pub fn write_jsonl<T: Serialize>(path: &Path, recs: &[T]) -> Result<()> {
+    crate::checkpoint::write_atomic(path, jsonl_text(path, recs)?.as_bytes())
 }
 
 /// Read every record of a JSON-lines file (metrics.jsonl, steps.jsonl: for resume and plots).
@@ -203,9 +218,8 @@ mod tests {
         plot_run(&dir, &recs).unwrap();
         let path = dir.join("metrics.jsonl");
         let _ = std::fs::remove_file(&path);
-        for r in &recs {
-            append_jsonl(&path, r).unwrap();
-        }
+        append_jsonl(&path, &recs[..1]).unwrap();
+        append_jsonl(&path, &recs[1..]).unwrap();
         assert_eq!(read_jsonl::<EpochRecord>(&path).unwrap(), recs);
         let rows: Vec<String> = ["layer1", "layer2", "layer3"].iter().map(|s| s.to_string()).collect();
         let cols: Vec<String> = ["block1", "block3", "block5", "block6"].iter().map(|s| s.to_string()).collect();

@@ -121,8 +121,7 @@ fn resume_from(r: &mut Run, d: &Path) -> Result<Vec<EpochRecord>> {
     if sp.exists() {
         let mut steps: Vec<StepRecord> = report::read_jsonl(&sp)?;
         steps.retain(|s| s.step <= r.step);
-        let text: String = steps.iter().map(|s| serde_json::to_string(s).unwrap_or_default() + "\n").collect();
-        checkpoint::write_atomic(&sp, text.as_bytes())?;
+        report::write_jsonl(&sp, &steps)?;
     }
     Ok(records)
 }
@@ -179,7 +178,7 @@ fn train_epoch(r: &mut Run, progress: &mut dyn Progress) -> Result<EpochSums> {
 }
 
 /// Write the epoch's checkpoints and records into `d`: the student (`last`, and `best` when it
-/// is the best so far), the resumable state, the metrics line, the charts.
+/// is the best so far), the resumable state, the metrics line, the epoch's loss chunks, the charts.
 fn save_epoch(r: &Run, d: &Path, rec: &EpochRecord, chunks: &[StepRecord], records: &[EpochRecord], best: bool, plot: bool) -> Result<()> {
     let meta = BTreeMap::from([
         ("model".to_string(), r.cfg.model.clone()),
@@ -194,10 +193,8 @@ fn save_epoch(r: &Run, d: &Path, rec: &EpochRecord, chunks: &[StepRecord], recor
         checkpoint::write_atomic(&d.join("best.safetensors"), &student)?;
     }
     checkpoint::write_atomic(&d.join("state.safetensors"), &pollster::block_on(r.state_bytes())?)?;
-    report::append_jsonl(&d.join("metrics.jsonl"), rec)?;
-    for c in chunks {
-        report::append_jsonl(&d.join("steps.jsonl"), c)?;
-    }
+    report::append_jsonl(&d.join("metrics.jsonl"), std::slice::from_ref(rec))?;
+    report::append_jsonl(&d.join("steps.jsonl"), chunks)?;
     if plot {
         report::plot_run(d, records)?;
     }
