@@ -49,6 +49,12 @@ pub fn parse(bytes: &[u8], path: &str) -> Result<BTreeMap<String, FileTensor>> {
     Ok(out)
 }
 
+/// The string metadata of safetensors bytes (`__metadata__`; empty when there is none).
+pub fn metadata(bytes: &[u8], path: &str) -> Result<BTreeMap<String, String>> {
+    let (_, m) = SafeTensors::read_metadata(bytes).map_err(|e| Error::file(path, format!("not a valid safetensors file: {e}")))?;
+    Ok(m.metadata().as_ref().map(|h| h.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default())
+}
+
 /// Read a safetensors file.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn read(path: &std::path::Path) -> Result<BTreeMap<String, FileTensor>> {

@@ -265,7 +265,7 @@ fn image_folders_of_png_and_jpeg() {
     image::GrayImage::from_pixel(5, 7, image::Luma([90])).save(d.join("train/dog/x.jpg")).unwrap();
     std::fs::write(d.join("train/dog/notes.txt"), "ignored").unwrap();
     let spec: DataSpec = format!("folder:{}", d.display()).parse().unwrap();
-    let s = spec.load(&LoadOptions { size: 4, channels: 3 }).unwrap();
+    let s = spec.load(&LoadOptions { size: 4, channels: 3, val_split: 0.1 }).unwrap();
     assert_eq!((s.train.n, s.test.n, s.train.c, s.train.h, s.train.w), (7, 2, 3, 4, 4));
     assert_eq!(s.train.class_names, vec!["cat", "dog"]);
     assert_eq!(s.train.labels, vec![0, 0, 0, 1, 1, 1, 1]);
@@ -274,7 +274,7 @@ fn image_folders_of_png_and_jpeg() {
     assert!(img[..16].iter().all(|&v| v == 200) && img[16..32].iter().all(|&v| v == 10) && img[32..].iter().all(|&v| v == 40));
     let jpeg = s.train.image(6);
     assert!(jpeg.iter().all(|&v| (v as i32 - 90).abs() <= 2), "grey JPEG decoded to RGB: {jpeg:?}");
-    let g = spec.load(&LoadOptions { size: 3, channels: 1 }).unwrap();
+    let g = spec.load(&LoadOptions { size: 3, channels: 1, val_split: 0.1 }).unwrap();
     assert_eq!((g.train.c, g.train.image(6).len()), (1, 9));
 
     // Flat layout: every 10th image of a class is held out.
@@ -285,7 +285,7 @@ fn image_folders_of_png_and_jpeg() {
             png(&flat.join(c).join(format!("{i:02}.png")), 3, 3, [i as u8, 0, 0]);
         }
     }
-    let s = DataSpec::Folder(flat.clone()).load(&LoadOptions { size: 3, channels: 3 }).unwrap();
+    let s = DataSpec::Folder(flat.clone()).load(&LoadOptions { size: 3, channels: 3, val_split: 0.1 }).unwrap();
     assert_eq!((s.train.n, s.test.n), (22, 2));
     assert_eq!(s.test.image(0)[0], 9, "the 10th file (09.png) is held out");
 
@@ -295,7 +295,7 @@ fn image_folders_of_png_and_jpeg() {
     std::fs::write(flat.join("a/05.png"), b"not a png").unwrap();
     file_err(DataSpec::Folder(flat.clone()).load(&LoadOptions::default()), "05.png: cannot decode image");
     let none = tmpdir("folder-none");
-    file_err(DataSpec::Folder(none).load(&LoadOptions::default()), "no class subfolders");
+    file_err(DataSpec::Folder(none).load(&LoadOptions::default()), "no images");
 }
 
 #[test]

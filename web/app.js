@@ -6,7 +6,8 @@
 // window.__result (set when a training run reaches its step limit), window.__errors,
 // window.__info (what init() said about the adapter), window.__distil (set when a Distil run
 // reaches its step count), window.__obow (set when an OBoW run reaches its step count, after
-// its probe and word grid), window.__try (the last "Try it" predictions).
+// its probe and word grid), window.__try (the last "Try it" predictions), window.__yours (set
+// when a "Your data" run reaches its step count).
 // Query parameters: ?steps=N (stop after N steps), ?chunk=K (steps per step() call, fixed),
 // ?matmul=tiled|register (kernel override), #train (open a tab); for the Distil tab:
 // ?dchunk=K (steps per step() call, fixed), ?eval_ms=T (held-out evaluation every T ms of
@@ -24,6 +25,7 @@ import { query } from './js/params.js';
 import { buildTabs } from './js/tabs.js';
 import { mountTrain } from './js/train.js';
 import { mountTry } from './js/tryit.js';
+import { mountYours } from './js/yours.js';
 import { initWasm, makeGpuQueue, wd } from './js/wasm.js';
 
 window.__status = 'loading';
@@ -37,6 +39,7 @@ const TABS = [
   { id: 'distil', title: 'Distil', template: 'tpl-distil', mount: mountDistil, kind: 'distill' },
   { id: 'obow', title: 'OBoW', template: 'tpl-obow', mount: mountObow, kind: 'obow' },
   { id: 'try', title: 'Try it', template: 'tpl-try', mount: mountTry, kind: 'distill' },
+  { id: 'yours', title: 'Your data', template: 'tpl-yours', mount: mountYours, kind: 'distill' },
   { id: 'train', title: 'Train an MLP', template: 'tpl-train', mount: mountTrain, kind: 'mlp' },
 ];
 

@@ -7,6 +7,7 @@
 
 import puppeteer from 'puppeteer-core';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
@@ -26,6 +27,13 @@ const browsersWanted = arg('browsers', 'chromium,firefox').split(',');
 const nativeSelftest = JSON.parse(fs.readFileSync(arg('native-selftest'), 'utf8'));
 const nativeBench = JSON.parse(fs.readFileSync(arg('native-bench'), 'utf8'));
 const nativeDistil = arg('native-distil') ? JSON.parse(fs.readFileSync(arg('native-distil'), 'utf8')) : null;
+// The "Your data" test: the native binary (for `predict`), an image folder made by
+// scripts/make_shapes_folder.py, a one-class folder, and a teacher trained on the first.
+const nativeBin = arg('native-bin');
+const yoursDir = arg('yours-dir');
+const yoursOneClass = arg('yours-one-class');
+const yoursTeacher = arg('yours-teacher');
+const YOURS = { student: 'vit_micro_p4', method: 'ofa', batch: 2, lr: 0.005, steps: 3, size: 32 };
 
 // The self-test runs on different adapters (SwiftShader or lavapipe behind the browser's
 // WebGPU, lavapipe natively) with different kernels (browsers may pick the tiled matmul):
@@ -320,8 +328,8 @@ async function browserTests(kind, base) {
         assert.equal(await p3.$eval('#distil-state', (e) => e.textContent), `Finished ${DISTIL.steps} steps.`);
         assert.ok(await p3.$('#distil-loss-chart canvas') && await p3.$('#distil-acc-chart canvas'), 'no charts');
         // The CKA heatmaps (distilled and labels-only): one canvas each, every value in [0, 1].
-        assert.equal(await p3.$eval('#cka', (e) => e.hidden), false, 'no CKA heatmap');
-        const maps = await p3.$$eval('#cka canvas', (cs) => cs.map((c) => ({ run: c.dataset.run, w: c.width, h: c.height })));
+        assert.equal(await p3.$eval('#distil-cka', (e) => e.hidden), false, 'no CKA heatmap');
+        const maps = await p3.$$eval('#distil-cka canvas', (cs) => cs.map((c) => ({ run: c.dataset.run, w: c.width, h: c.height })));
         assert.deepEqual(maps.map((m) => m.run), ['distilled', 'baseline']);
         for (const m of maps) assert.ok(m.w > 50 && m.h > 50, `heatmap canvas ${m.w}x${m.h}`);
         for (const c of Object.values(r.cka)) {
@@ -495,6 +503,91 @@ async function noWebGpuTests(base) {
   });
 }
 
+/** The float32 values of a little-endian .npy file. */
+function readNpy(file) {
+  const b = fs.readFileSync(file);
+  const headerLen = b.readUInt16LE(8);
+  const header = b.subarray(10, 10 + headerLen).toString('latin1');
+  assert.match(header, /'descr': '<f4'/);
+  const data = b.subarray(10 + headerLen);
+  return Array.from(new Float32Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength)));
+}
+
+async function yoursTests(base) {
+  if (!yoursDir) return;
+  await test('chromium: "Your data": a teacher file and an image folder -> refusals, teacher accuracy, distillation, download; the student loads in `webdistill predict` with the page\'s logits (1e-4)', async () => {
+    const browser = await launch('chromium');
+    const logs = [];
+    const downloads = fs.mkdtempSync(path.join(os.tmpdir(), 'webdistill-downloads-'));
+    try {
+      const page = await open(browser, `${base}/?dchunk=1&eval_ms=1e9&cka_images=4#yours`, logs);
+      const cdp = await page.createCDPSession();
+      await cdp.send('Browser.setDownloadBehavior', { behavior: 'allow', downloadPath: downloads });
+      await waitFor(page, () => window.__status === 'ready', 120_000);
+      const problem = () => page.$eval('#y-problem', (e) => (e.hidden ? '' : e.textContent));
+      const decoded = () => waitFor(page, () => /^[^:]+: \d+ images/.test(document.getElementById('y-images-state').textContent), 60_000);
+      const pick = async (dir) => {
+        await page.$eval('#y-images-state', (e) => { e.textContent = ''; });
+        await (await page.$('#y-folder')).uploadFile(dir);
+        await decoded();
+      };
+      // A folder with one class is refused before anything is built.
+      await pick(yoursOneClass);
+      assert.match(await problem(), /only one class/);
+      // The real folder: its unreadable file is listed, and refused until the box is ticked.
+      await pick(yoursDir);
+      const state = await page.$eval('#y-images-state', (e) => e.textContent);
+      assert.match(state, /1 unreadable/, state);
+      assert.match(await problem(), /broken\.png/);
+      const rows = await page.$$eval('#y-classes tbody tr', (trs) => trs.map((tr) => [...tr.children].slice(0, 3).map((td) => td.textContent)));
+      assert.equal(rows.length, 3, `class rows: ${JSON.stringify(rows)}`);
+      assert.ok(await page.$$eval('#y-classes img', (i) => i.length) >= 3, 'no thumbnails');
+      await page.click('#y-skip-bad');
+      assert.equal(await problem(), '');
+      await (await page.$('#y-teacher-file')).uploadFile(yoursTeacher);
+      await page.evaluate((cfg) => {
+        const f = document.getElementById('yours-settings').elements;
+        f.teacher.value = 'resnet8';
+        for (const k of ['student', 'method', 'batch', 'lr', 'steps']) f[k].value = String(cfg[k]);
+      }, YOURS);
+      await page.click('#yours-start');
+      await waitFor(page, () => window.__yours !== undefined, 300_000);
+      const r = await page.evaluate(() => window.__yours);
+      assert.ok(r.ok, `failed: ${r.error}`);
+      assert.equal(r.steps, YOURS.steps);
+      assert.ok(r.teacher && r.teacher.examples > 0 && r.teacher.accuracy >= 0 && r.teacher.accuracy <= 1, JSON.stringify(r.teacher));
+      assert.match(await page.$eval('#y-teacher-acc', (e) => e.textContent), /Teacher resnet8 .* held-out images: \d/);
+      assert.ok(r.predictions.length > 0);
+      await page.click('#y-download');
+      const want = [`${YOURS.student}_${YOURS.method}.safetensors`, `${YOURS.student}_${YOURS.method}.json`];
+      const t0 = Date.now();
+      while (!want.every((f) => fs.existsSync(path.join(downloads, f))) && Date.now() - t0 < 60_000) await new Promise((ok) => setTimeout(ok, 200));
+      for (const f of want) assert.ok(fs.existsSync(path.join(downloads, f)), `${f} was not downloaded (got ${fs.readdirSync(downloads)})`);
+      const card = JSON.parse(fs.readFileSync(path.join(downloads, want[1]), 'utf8'));
+      assert.deepEqual(card.classes, ['circle', 'cross', 'square']);
+      assert.equal(card.model, YOURS.student);
+      // The downloaded student in the CLI, on the same held-out files: the same logits.
+      const npy = path.join(downloads, 'logits.npy');
+      const files = r.predictions.map((p) => path.join(yoursDir, p.file));
+      const printed = execFileSync(nativeBin, ['predict', '--weights', path.join(downloads, want[0]), '--input', ...files, '--out', npy], { encoding: 'utf8' });
+      const native = readNpy(npy);
+      const page1 = r.predictions.flatMap((p) => p.logits);
+      assert.equal(native.length, page1.length);
+      let worst = 0;
+      page1.forEach((v, i) => { worst = Math.max(worst, Math.abs(v - native[i]) / Math.max(1, Math.abs(native[i]))); });
+      console.log(`     teacher ${(r.teacher.accuracy * 100).toFixed(1)}% on ${r.teacher.examples} held-out images; student ${(r.accuracy * 100).toFixed(1)}% ` +
+        `after ${r.steps} steps; ${files.length} held-out images through \`webdistill predict\`: worst |page - cli| / max(1, |cli|) = ${worst.toExponential(2)}`);
+      console.log(`     ${printed.trim().split('\n')[0]}`);
+      assert.ok(worst <= 1e-4, `logits differ by ${worst}`);
+      assert.deepEqual(await page.evaluate(() => window.__errors), []);
+      await page.screenshot({ path: path.join(artifacts, 'chromium-yours.png'), fullPage: true });
+    } finally {
+      if (logs.length) fs.writeFileSync(path.join(artifacts, 'chromium-yours-console.log'), logs.join('\n') + '\n');
+      await browser.close().catch(() => {});
+    }
+  });
+}
+
 // ------------------------------------------------------------------ main
 
 const server = await serve(here);
@@ -505,7 +598,10 @@ for (const kind of browsersWanted) {
   if (kind !== 'chromium' && kind !== 'firefox') throw new Error(`unknown browser ${kind}`);
   await browserTests(kind, base);
 }
-if (browsersWanted.includes('chromium')) await noWebGpuTests(base);
+if (browsersWanted.includes('chromium')) {
+  await yoursTests(base);
+  await noWebGpuTests(base);
+}
 server.close();
 
 // Throughput of the same tiny run: natively (lavapipe) and in each browser.

@@ -6,7 +6,6 @@ pub mod predict;
 pub mod selftest;
 pub mod train;
 
-use crate::data::npy;
 use crate::error::Result;
 use crate::gpu::Context;
 use crate::train::inference;
@@ -193,19 +192,29 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         batch: usize,
     },
-    /// Eval-mode logits of a model for a float32 [N, C, H, W] .npy batch.
+    /// Eval-mode predictions of a model: for PNG/JPEG images (files or folders; prepared as
+    /// the weights' card says, printing each image's classes), or logits for a float32
+    /// [N, C, H, W] .npy batch.
     Predict {
+        /// Architecture (default: the one the weights' card names).
         #[arg(long)]
-        model: String,
+        model: Option<String>,
         /// Weights (.safetensors, PyTorch state-dict names).
         #[arg(long)]
         weights: PathBuf,
-        /// float32 .npy of shape [N, C, H, W] (C order).
+        /// Images (.png, .jpg), folders of them, or one float32 .npy of shape [N, C, H, W].
+        #[arg(long, num_args = 1.., required = true)]
+        input: Vec<PathBuf>,
+        /// Where to write float32 logits [N, classes] as .npy (required for a .npy input).
         #[arg(long)]
-        input: PathBuf,
-        /// Where to write float32 logits [N, classes] as .npy.
+        out: Option<PathBuf>,
+        /// A card JSON (class names, input size, normalisation) for weights that carry none,
+        /// such as a PyTorch state dict.
         #[arg(long)]
-        out: PathBuf,
+        card: Option<PathBuf>,
+        /// Classes printed per image.
+        #[arg(long, default_value_t = 3)]
+        top: usize,
         /// Images per GPU batch.
         #[arg(long, default_value_t = 64)]
         batch: usize,
@@ -288,11 +297,8 @@ pub fn main() -> Result<()> {
                 r.top1, r.top5, r.loss, r.images, ctx.adapter
             );
         }
-        Some(Command::Predict { model, weights, input, out, batch }) => {
-            let (shape, x) = npy::read_npy(&input)?;
-            let (oshape, logits) = inference::predict(&ctx, &model, &weights, &shape, &x, batch)?;
-            npy::write_npy(&out, &oshape, &logits)?;
-            println!("wrote {} logits {:?} to {}", model, oshape, out.display());
+        Some(Command::Predict { model, weights, input, out, card, top, batch }) => {
+            predict::predict_cmd(&ctx, model.as_deref(), &weights, &input, out.as_deref(), card.as_deref(), top, batch)?;
         }
         Some(Command::MainJob { seed, out, budget }) => {
             main_job::main_job(&ctx, seed, &out, budget.as_deref())?;

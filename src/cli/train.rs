@@ -48,6 +48,13 @@ pub struct RunArgs {
     /// Input side the model is built for (data is zero-padded up to it).
     #[arg(long)]
     pub img_size: Option<usize>,
+    /// Image folders without a val/ split: the fraction of each class held out (every 10th
+    /// image by name at 0.1).
+    #[arg(long)]
+    pub val_split: Option<f32>,
+    /// Image folders: 3 (RGB, default) or 1 (grey).
+    #[arg(long)]
+    pub channels: Option<usize>,
     #[arg(long)]
     pub seed: Option<u64>,
     /// Use only the first N training images (0: all).
@@ -107,6 +114,8 @@ impl RunArgs {
             label_smoothing,
             drop_path,
             img_size,
+            val_split,
+            channels,
             seed,
             train_limit,
             test_limit,
@@ -264,9 +273,8 @@ impl Progress for Bar {
         );
     }
     fn note(&mut self, text: &str) {
-        if !self.quiet {
-            eprintln!("{text}");
-        }
+        // Rare and worth seeing (the teacher's accuracy, an initialisation): --quiet too.
+        eprintln!("{text}");
     }
     fn epoch_start(&mut self, epoch: usize, epochs: usize, steps: usize) {
         self.first_epoch.get_or_insert(epoch);

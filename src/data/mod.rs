@@ -51,6 +51,7 @@
 //! float results may differ in the last bits between adapters).
 
 pub mod augment;
+pub mod folder;
 pub mod formats;
 pub mod gpu;
 #[cfg(not(target_arch = "wasm32"))]

@@ -17,7 +17,7 @@ pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
 /// | `fashion-mnist:DIR`, `mnist:DIR` | IDX files (`.gz` or raw) with the usual names in DIR |
 /// | `cifar10:DIR` | CIFAR-10 binary (`data_batch_1..5.bin`, `test_batch.bin`) |
 /// | `cifar100:DIR`, `cifar100-coarse:DIR` | CIFAR-100 binary (`train.bin`, `test.bin`), fine or coarse labels |
-/// | `folder:DIR` | one subfolder of PNG/JPEG per class (see [`super::formats::native::load_folder`]) |
+/// | `folder:DIR` | one subfolder of PNG/JPEG per class (see [`super::folder`]) |
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum DataSpec {
     #[default]
@@ -86,20 +86,9 @@ impl fmt::Display for DataSpec {
     }
 }
 
-/// Options for formats whose image size is not fixed by the file (image folders).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LoadOptions {
-    /// Side of the square images an image folder is resized and centre-cropped to.
-    pub size: usize,
-    /// Channels of an image folder: 3 (RGB) or 1 (luma).
-    pub channels: usize,
-}
-
-impl Default for LoadOptions {
-    fn default() -> Self {
-        LoadOptions { size: 32, channels: 3 }
-    }
-}
+/// Options for formats whose image size is not fixed by the file (image folders): their side,
+/// channels and held-out fraction.
+pub use super::folder::FolderOptions as LoadOptions;
 
 impl DataSpec {
     /// Load both splits (native only: in the browser there is no file system, so parse fetched
@@ -137,7 +126,7 @@ impl DataSpec {
                 DataSpec::Mnist(d) => native::load_idx_dir(d, "mnist", &formats::MNIST_CLASSES),
                 DataSpec::Cifar10(d) => native::load_cifar10(d),
                 DataSpec::Cifar100 { dir, coarse } => native::load_cifar100(dir, *coarse),
-                DataSpec::Folder(d) => native::load_folder(d, opts.size, opts.channels),
+                DataSpec::Folder(d) => Ok(super::folder::load_dir(d, *opts)?.0),
             }
         }
     }

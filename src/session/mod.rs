@@ -61,6 +61,12 @@ pub trait Session {
         let msg = format!("the '{}' session has no query named '{what}'", self.kind());
         Box::pin(async move { Err(Error::usage(msg)) })
     }
+    /// The trained model as a `.safetensors` file to take away (PyTorch names, with its card
+    /// in the metadata), where the session has one.
+    fn model_file(&mut self) -> LocalFuture<'_, Result<Vec<u8>>> {
+        let msg = format!("the '{}' session has no model file to save", self.kind());
+        Box::pin(async move { Err(Error::usage(msg)) })
+    }
 }
 
 /// Named binary inputs a host hands to a session (a dataset file, a teacher's safetensors):

@@ -171,9 +171,41 @@ impl RunSession {
             return Err(Error::usage(format!("a '{kind}' session trains on the bundled data, not '{}'", cfg.data)));
         }
         let splits = super::bundled_data(assets)?;
+        Self::build(ctx, kind, echo, cfg, splits, assets)
+    }
+
+    /// A `distill` session ([`DistillSettings`]) on the user's own images (an image folder
+    /// the page decoded, see [`crate::data::folder`]) instead of the bundled data; the teacher
+    /// comes as the `teacher` asset, any architecture of the registry.
+    pub fn with_images(ctx: &Context, settings: &serde_json::Value, assets: &Assets, splits: Splits, name: &str) -> Result<Self> {
+        let s: DistillSettings = super::parse_config("distill", settings)?;
+        let echo = serde_json::to_value(&s).map_err(|e| Error::usage(format!("settings of the 'distill' session: {e}")))?;
+        // The images already have the models' input size; their training split is all there is.
+        let cfg = TrainConfig { data: format!("folder:{name}"), img_size: 0, ..s.config() };
+        Self::build(ctx, "distill", echo, cfg, splits, assets)
+    }
+
+    fn build(
+        ctx: &Context,
+        kind: &'static str,
+        settings: serde_json::Value,
+        cfg: TrainConfig,
+        splits: Splits,
+        assets: &Assets,
+    ) -> Result<Self> {
         let (cfg, teacher) = teacher_of(cfg, assets)?;
         let run = Run::new(ctx, cfg, &splits, teacher.as_ref())?;
-        Ok(RunSession { kind, settings: echo, run, splits })
+        Ok(RunSession { kind, settings, run, splits })
+    }
+
+    async fn model_file_async(&self) -> Result<Vec<u8>> {
+        let meta = BTreeMap::from([
+            ("model".to_string(), self.run.cfg.model.clone()),
+            ("adapter".to_string(), self.run.cfg.adapter.clone()),
+            ("format".to_string(), "pt".to_string()),
+            ("step".to_string(), self.run.step.to_string()),
+        ]);
+        self.run.student_bytes(&meta).await
     }
 
     async fn step_async(&mut self, n: usize) -> Result<Metrics> {
@@ -258,5 +290,9 @@ impl Session for RunSession {
 
     fn query(&mut self, what: &str, args: &serde_json::Value) -> LocalFuture<'_, Result<serde_json::Value>> {
         Box::pin(self.query_async(what.to_string(), args.clone()))
+    }
+
+    fn model_file(&mut self) -> LocalFuture<'_, Result<Vec<u8>>> {
+        Box::pin(self.model_file_async())
     }
 }

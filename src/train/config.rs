@@ -37,6 +37,11 @@ pub struct TrainConfig {
     pub data: String,
     /// Input size the model is built for (images are padded/resized to it); 0 = the data's.
     pub img_size: usize,
+    /// Image folders: the fraction of each class held out for evaluation when the folder has
+    /// no `val/` (or `test/`) split of its own.
+    pub val_split: f32,
+    /// Image folders: 3 (RGB) or 1 (luma); 0 = 3.
+    pub channels: usize,
     pub epochs: usize,
     pub batch: usize,
     /// sgd or adamw.
@@ -73,6 +78,8 @@ impl Default for TrainConfig {
             model: "resnet20".into(),
             data: "bundled".into(),
             img_size: 0,
+            val_split: 0.1,
+            channels: 0,
             epochs: 10,
             batch: 64,
             opt: "adamw".into(),

@@ -2,6 +2,7 @@
 //! teacher and a student (`webdistill cka`) and a batch's logits (`webdistill predict`). Native
 //! only: they read files and wait for the GPU.
 
+use super::card::ModelCard;
 use super::config::TrainConfig;
 use super::metrics::{CkaResult, EvalResult};
 use super::report;
@@ -78,8 +79,103 @@ pub fn predict(ctx: &Context, model: &str, weights: &Path, shape: &[usize], x: &
     if h != w {
         return Err(Error::BadInput { tensor: "input".into(), msg: format!("images must be square, got {h}x{w}") });
     }
-    let entry = models::entry(model)?;
     let tensors = checkpoint::read(weights)?;
+    logits_of(ctx, model, &tensors, weights, (n, c, h), x, batch)
+}
+
+/// The card of a student file: from `card` (a JSON file) if given, else the file's metadata.
+pub fn card_of(weights: &Path, card: Option<&Path>) -> Result<ModelCard> {
+    if let Some(p) = card {
+        let s = std::fs::read_to_string(p).map_err(|e| Error::file(p, e))?;
+        return ModelCard::from_json(&s, &p.display().to_string());
+    }
+    let bytes = std::fs::read(weights).map_err(|e| Error::file(weights, e))?;
+    let source = weights.display().to_string();
+    ModelCard::from_metadata(&checkpoint::metadata(&bytes, &source)?, &source)?.ok_or_else(|| {
+        Error::file(
+            weights,
+            format!(
+                "has no webdistill card ('{}' metadata: class names, input size, normalisation), as files saved by PyTorch or older versions; give --card FILE.json (see docs/YOUR_DATA.md)",
+                ModelCard::META_KEY
+            ),
+        )
+    })
+}
+
+/// PNG/JPEG files, and the images under folders (recursively, sorted by path), in the order given.
+pub fn image_files(inputs: &[std::path::PathBuf]) -> Result<Vec<std::path::PathBuf>> {
+    fn walk(d: &Path, out: &mut Vec<std::path::PathBuf>) -> Result<()> {
+        let mut v: Vec<_> = std::fs::read_dir(d).map_err(|e| Error::file(d, e))?.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        v.sort();
+        for p in v {
+            if p.is_dir() {
+                walk(&p, out)?;
+            } else if is_image(&p) {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            walk(p, &mut out)?;
+        } else if is_image(p) {
+            out.push(p.clone());
+        } else if !p.exists() {
+            return Err(Error::file(p, "not found"));
+        } else {
+            return Err(Error::file(p, "not a PNG/JPEG image, a folder of them, or a .npy batch"));
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::usage("no PNG/JPEG images among the inputs"));
+    }
+    Ok(out)
+}
+
+fn is_image(p: &Path) -> bool {
+    p.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+}
+
+/// Eval-mode logits of a student for image files, prepared as its card says (decoded,
+/// resized, padded and normalised exactly as its training data was). `model` overrides the
+/// card's architecture name. Returns the logits `[files, classes]` and the card.
+pub fn predict_images(
+    ctx: &Context,
+    model: Option<&str>,
+    weights: &Path,
+    card: Option<&Path>,
+    files: &[std::path::PathBuf],
+    batch: usize,
+) -> Result<(Vec<usize>, Vec<f32>, ModelCard)> {
+    let card = card_of(weights, card)?;
+    let model = model.unwrap_or(&card.model).to_string();
+    let mut x = Vec::with_capacity(files.len() * card.channels * card.input_size * card.input_size);
+    for f in files {
+        let bytes = std::fs::read(f).map_err(|e| Error::file(f, e))?;
+        x.extend(card.image_input(&bytes, &f.display().to_string())?);
+    }
+    let tensors = checkpoint::read(weights)?;
+    let (shape, logits) = logits_of(ctx, &model, &tensors, weights, (files.len(), card.channels, card.input_size), &x, batch)?;
+    if shape[1] != card.classes.len() {
+        return Err(Error::file(weights, format!("gives {} logits but its card names {} classes", shape[1], card.classes.len())));
+    }
+    Ok((shape, logits, card))
+}
+
+/// Logits of `model` with `tensors` for `n` images of `c x h x h`, `batch` at a time.
+fn logits_of(
+    ctx: &Context,
+    model: &str,
+    tensors: &std::collections::BTreeMap<String, checkpoint::FileTensor>,
+    weights: &Path,
+    (n, c, h): (usize, usize, usize),
+    x: &[f32],
+    batch: usize,
+) -> Result<(Vec<usize>, Vec<f32>)> {
+    let w = h;
+    let entry = models::entry(model)?;
     let head = tensors.get(entry.head_weight).ok_or_else(|| {
         Error::file(
             weights,

@@ -40,6 +40,8 @@ pub struct DataInfo {
     pub size: usize,
     pub train_images: usize,
     pub test_images: usize,
+    /// Class names, in the order of the labels.
+    pub class_names: Vec<String>,
 }
 
 /// CKA between every teacher stage (rows) and student stage (columns).
@@ -71,7 +73,9 @@ impl std::fmt::Display for CkaResult {
 /// Class probabilities for one image.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Prediction {
+    /// The student's class probabilities, and its logits (what `webdistill predict` writes).
     pub student: Vec<f32>,
+    pub student_logits: Vec<f32>,
     pub teacher: Option<Vec<f32>>,
 }
 

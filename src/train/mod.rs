@@ -5,6 +5,7 @@
 //! Who drives a [`Run`]: the CLI through [`runner::run`], the web page through
 //! [`crate::session`], host applications through [`crate::embed::HostTrainer`].
 
+pub mod card;
 pub mod config;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod inference;
@@ -20,6 +21,7 @@ pub mod run;
 pub mod runner;
 pub mod words;
 
+pub use card::ModelCard;
 pub use config::{AugmentConfig, DistillConfig, ObowConfig, TrainConfig};
 pub use metrics::{CkaResult, DataInfo, EvalResult, Prediction, TrainMetrics};
 pub use recipe::Recipe;

@@ -5,6 +5,7 @@
 //! ([`super::runner`]), the web page's sessions ([`crate::session`]) and host applications
 //! ([`crate::embed::HostTrainer`]).
 
+use super::card::ModelCard;
 use super::config::TrainConfig;
 use super::metrics::{CkaResult, DataInfo, EvalResult, Prediction, TrainMetrics};
 use super::recipe::{self, Nets, Recipe, StepInputs};
@@ -58,12 +59,15 @@ pub struct Run {
     /// predictions.
     cka_plan: Option<(usize, Plan, Var)>,
     predict_plan: Option<PredictPlan>,
+    /// The teacher's evaluation ([`Self::evaluate_teacher_async`]), built at its first use.
+    teacher_eval: Option<Plan>,
 }
 
 struct PredictPlan {
     plan: Plan,
     input: Var,
     student: Var,
+    student_logits: Var,
     teacher: Option<Var>,
 }
 
@@ -89,6 +93,7 @@ impl Run {
             size,
             train_images: train_ds.n,
             test_images: test_ds.n,
+            class_names: splits.train.class_names.clone(),
         };
         // Per-channel normalisation, computed on the whole training split.
         let (mean, std) = splits.train.mean_std();
@@ -145,8 +150,9 @@ impl Run {
         // ---- eval plan: the test set in order, eval mode
         let eb = cfg.eval_batch.min(data.test_images).max(1);
         let spec = recipe.eval_spec(BatchSpec { size: test_gpu.h, out_size: size, ..BatchSpec::eval(eb).normalize(&mean, &std) });
-        let eval =
-            eval_plan(ctx, &mut store, recipe.as_ref(), nets, &test_gpu, &spec, &eval_counter, &eval_metrics, cfg.seed, data.classes)?;
+        let logits = |g: &mut Graph, x: Var| recipe.eval_logits(g, nets, x);
+        let name = format!("{} eval", recipe.kind());
+        let eval = eval_plan(ctx, &mut store, &name, &logits, &test_gpu, &spec, &eval_counter, &eval_metrics, cfg.seed, data.classes)?;
         let eval_batches = test_gpu.eval_batches(eb);
 
         Ok(Run {
@@ -173,6 +179,7 @@ impl Run {
             std,
             cka_plan: None,
             predict_plan: None,
+            teacher_eval: None,
         })
     }
 
@@ -275,6 +282,43 @@ impl Run {
         pollster::block_on(self.evaluate_async())
     }
 
+    /// The teacher's accuracy and loss on the same test set (so a user sees whether the teacher
+    /// fits the data before distilling from it). Errors without a teacher.
+    pub async fn evaluate_teacher_async(&mut self) -> Result<EvalResult> {
+        let teacher = self.teacher.as_ref().ok_or_else(|| Error::usage("this run has no teacher to evaluate"))?;
+        if self.teacher_eval.is_none() {
+            let eb = self.cfg.eval_batch.min(self.data.test_images).max(1);
+            let spec =
+                BatchSpec { size: self.test_gpu.h, out_size: self.data.size, ..BatchSpec::eval(eb).normalize(&self.mean, &self.std) };
+            let logits = |g: &mut Graph, x: Var| Ok(Some(teacher.forward(g, x, Fwd::eval())?.logits));
+            let (ctx, seed, classes) = (self.ctx.clone(), self.cfg.seed, self.data.classes);
+            self.teacher_eval = eval_plan(
+                &ctx,
+                &mut self.store,
+                "teacher eval",
+                &logits,
+                &self.test_gpu,
+                &spec,
+                &self.eval_counter,
+                &self.eval_metrics,
+                seed,
+                classes,
+            )?;
+        }
+        let eval = self.teacher_eval.as_ref().expect("built above");
+        self.store.write_state(&self.eval_metrics, &[0.0; 4])?;
+        self.store.write_state(&self.eval_counter, &[0.0])?;
+        eval.run(self.eval_batches)?;
+        let v = eval.state_var(&self.eval_metrics).ok_or_else(|| Error::usage("eval metrics missing"))?;
+        let vals = eval.request(&[v])?.take(&self.ctx).await?.remove(0);
+        Ok(EvalResult::from_sums(&vals))
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn evaluate_teacher(&mut self) -> Result<EvalResult> {
+        pollster::block_on(self.evaluate_teacher_async())
+    }
+
     /// The CKA plan of [`Self::cka_async`] (built once per image count) and its matrix
     /// `[teacher stages, student stages]`. Hosts record it into their own encoder (after
     /// [`Self::reset_eval_counter`]) and draw the matrix from [`Plan::buffer_of`], no readback.
@@ -330,37 +374,37 @@ impl Run {
         let p = self.predict_plan.as_ref().unwrap();
         p.plan.write(p.input, &x)?;
         p.plan.step()?;
-        let mut vars = vec![p.student];
+        let mut vars = vec![p.student, p.student_logits];
         vars.extend(p.teacher);
         let mut vals = p.plan.request(&vars)?.take(&self.ctx).await?;
-        let teacher = if vals.len() > 1 { Some(vals.remove(1)) } else { None };
-        Ok(Prediction { student: vals.remove(0), teacher })
+        let teacher = if vals.len() > 2 { Some(vals.remove(2)) } else { None };
+        let student_logits = vals.remove(1);
+        Ok(Prediction { student: vals.remove(0), student_logits, teacher })
     }
 
     /// Pixels in [0, 1] at the data's side -> the model's input: zero-padded to its side and
-    /// normalised per channel.
+    /// normalised per channel, as the student's card says.
     fn normalise_image(&self, pixels: &[f32]) -> Result<Vec<f32>> {
-        let (c, h) = (self.data.channels, self.test_gpu.h);
-        if pixels.len() != c * h * h {
-            return Err(Error::BadInput {
-                tensor: "image".into(),
-                msg: format!("expected {c}x{h}x{h} = {} values, got {}", c * h * h, pixels.len()),
-            });
+        self.card().input(pixels)
+    }
+
+    /// What the saved student needs to be used on new images (see [`ModelCard`]).
+    pub fn card(&self) -> ModelCard {
+        let d = self.cfg.distill.as_ref().filter(|_| self.cfg.obow.is_none());
+        ModelCard {
+            model: self.cfg.model.clone(),
+            classes: self.data.class_names.clone(),
+            channels: self.data.channels,
+            image_size: self.test_gpu.h,
+            input_size: self.data.size,
+            mean: self.mean.clone(),
+            std: self.std.clone(),
+            data: self.cfg.data.clone(),
+            method: Some(
+                d.map(|d| d.method.clone()).unwrap_or_else(|| if self.cfg.obow.is_some() { "obow".into() } else { "none".into() }),
+            ),
+            teacher: d.filter(|d| d.method != "none").map(|d| d.teacher.clone()),
         }
-        let s = self.data.size;
-        let pad = (s - h) / 2;
-        let mut x = vec![0.0f32; c * s * s];
-        for ch in 0..c {
-            let (m, sd) = (self.mean[ch.min(self.mean.len() - 1)], self.std[ch.min(self.std.len() - 1)]);
-            for yy in 0..s {
-                for xx in 0..s {
-                    let inside = yy >= pad && yy < pad + h && xx >= pad && xx < pad + h;
-                    let v = if inside { pixels[(ch * h + yy - pad) * h + xx - pad] } else { 0.0 };
-                    x[(ch * s + yy) * s + xx] = (v - m) / sd;
-                }
-            }
-        }
-        Ok(x)
     }
 
     fn compile_predict(&mut self) -> Result<PredictPlan> {
@@ -370,6 +414,7 @@ impl Run {
         let so = self.student.forward(&mut g, input, Fwd::eval())?;
         let student = g.softmax(so.logits)?;
         g.keep(student);
+        let student_logits = g.keep(so.logits);
         let teacher = match &self.teacher {
             Some(t) => {
                 let to = t.forward(&mut g, input, Fwd::eval())?;
@@ -379,7 +424,7 @@ impl Run {
             None => None,
         };
         let plan = Plan::compile(&self.ctx, &g, &mut self.store, "predict")?;
-        Ok(PredictPlan { plan, input, student, teacher })
+        Ok(PredictPlan { plan, input, student, student_logits, teacher })
     }
 
     /// Raw pixels in [0, 1] and the label of test image `i` (for display and `predict_async`).
@@ -393,8 +438,11 @@ impl Run {
 
     /// The student as a PyTorch-compatible safetensors file (branches, heads and the EMA
     /// teacher excluded): it loads in `predict`, `eval`, `train --init` and `distill`.
+    /// Its metadata carries `meta` and the student's card ([`ModelCard::META_KEY`]).
     pub async fn student_bytes(&self, meta: &BTreeMap<String, String>) -> Result<Vec<u8>> {
-        checkpoint::to_bytes(&self.store, STUDENT, meta).await
+        let mut meta = meta.clone();
+        meta.insert(ModelCard::META_KEY.into(), self.card().to_json());
+        checkpoint::to_bytes(&self.store, STUDENT, &meta).await
     }
 
     /// Everything needed to resume: every store tensor (student, teacher, branches,
@@ -463,6 +511,11 @@ impl Run {
         let index = |k: &str| args.get(k).and_then(|v| v.as_u64()).unwrap_or(0) as usize;
         match what {
             "classes" => Ok(serde_json::json!(classes)),
+            "teacher_eval" => {
+                let r = self.evaluate_teacher_async().await?;
+                Ok(serde_json::json!({ "accuracy": r.top1 / 100.0, "top5": r.top5 / 100.0, "loss": r.loss, "examples": r.images }))
+            }
+            "card" => Ok(serde_json::to_value(self.card()).expect("plain data")),
             "cka" => {
                 let images = args.get("images").and_then(|v| v.as_u64()).unwrap_or(128) as usize;
                 let r = self.cka_async(images).await?;
@@ -479,13 +532,17 @@ impl Run {
                     (None, None) => return Err(Error::usage("predict needs 'pixels' or 'index'")),
                 };
                 let p = self.predict_async(&pixels).await?;
-                Ok(serde_json::json!({ "student": p.student, "teacher": p.teacher, "classes": classes }))
+                Ok(
+                    serde_json::json!({ "student": p.student, "student_logits": p.student_logits, "teacher": p.teacher, "classes": classes }),
+                )
             }
             _ => match self.recipe.query(self, splits, what, args) {
                 Some(f) => f.await,
                 None => {
-                    let known: Vec<&str> =
-                        ["classes", "cka", "sample", "predict"].into_iter().chain(self.recipe.query_names().iter().copied()).collect();
+                    let known: Vec<&str> = ["classes", "teacher_eval", "card", "cka", "sample", "predict"]
+                        .into_iter()
+                        .chain(self.recipe.query_names().iter().copied())
+                        .collect();
                     Err(Error::usage(format!("the '{}' run has no query named '{what}' (known: {})", self.recipe.kind(), known.join(", "))))
                 }
             },
@@ -500,8 +557,8 @@ impl Run {
 fn eval_plan(
     ctx: &Context,
     store: &mut Store,
-    recipe: &dyn Recipe,
-    nets: Nets<'_>,
+    name: &str,
+    logits: &dyn Fn(&mut Graph, Var) -> Result<Option<Var>>,
     test: &GpuData,
     spec: &BatchSpec,
     counter: &StateRef,
@@ -512,7 +569,7 @@ fn eval_plan(
     let mut g = Graph::new();
     let counter = g.state(counter);
     let b = g.batch(test, spec, counter, seed)?;
-    let Some(z) = recipe.eval_logits(&mut g, nets, b.images)? else { return Ok(None) };
+    let Some(z) = logits(&mut g, b.images)? else { return Ok(None) };
     let ce_rows = g.cross_entropy_rows(z, b.labels)?;
     let ce = g.mul(ce_rows, b.valid)?;
     let ce = g.sum_all(ce)?;
@@ -527,7 +584,7 @@ fn eval_plan(
     let m = g.state(metrics);
     g.accumulate(m, row)?;
     g.data_tick(counter)?;
-    Ok(Some(Plan::compile(ctx, &g, store, &format!("{} eval", recipe.kind()))?))
+    Ok(Some(Plan::compile(ctx, &g, store, name)?))
 }
 
 /// The optimizer a config asks for, with its per-step schedule.

@@ -69,8 +69,10 @@ impl Progress for Silent {}
 /// Load the data a spec names at the size a config asks for.
 pub fn load_data(spec: &str, cfg: &TrainConfig) -> Result<Splits> {
     let s: DataSpec = spec.parse()?;
-    let size = if cfg.img_size == 0 { LoadOptions::default().size } else { cfg.img_size };
-    s.load(&LoadOptions { size, ..LoadOptions::default() })
+    let d = LoadOptions::default();
+    let size = if cfg.img_size == 0 { d.size } else { cfg.img_size };
+    let channels = if cfg.channels == 0 { d.channels } else { cfg.channels };
+    s.load(&LoadOptions { size, channels, val_split: cfg.val_split })
 }
 
 /// The teacher's tensors a config names (distillation), read from disk.
@@ -213,11 +215,26 @@ pub fn run_loop(r: &mut Run, dir: Option<&Path>, opts: &RunOptions, progress: &m
             let _ = std::fs::remove_file(d.join("steps.jsonl"));
         }
         checkpoint::write_atomic(&d.join("config.toml"), r.cfg.to_toml()?.as_bytes())?;
+        // The card (class names, input, normalisation) as last.safetensors carries it.
+        checkpoint::write_atomic(&d.join("card.json"), r.card().to_json().as_bytes())?;
     }
     let spe = r.steps_per_epoch;
     let (start_epoch, epochs) = (r.step / spe, r.cfg.epochs);
     let mut best = records.iter().map(|rec| rec.test_top1).fold(0.0f32, f32::max);
     progress.start(r);
+    // The teacher's own accuracy first: a teacher that does not fit the data cannot teach it.
+    if !opts.resume && r.teacher.is_some() && r.cfg.distill.as_ref().is_some_and(|d| d.method != "none") && r.cfg.obow.is_none() {
+        let t = r.evaluate_teacher()?;
+        let name = r.cfg.distill.as_ref().map(|d| d.teacher.clone()).unwrap_or_default();
+        progress.note(&format!(
+            "teacher {name} on the {} test images: top-1 {:.2}%, top-5 {:.2}%, loss {:.4}",
+            t.images, t.top1, t.top5, t.loss
+        ));
+        if let Some(d) = dir {
+            let json = serde_json::json!({ "teacher": name, "images": t.images, "top1": t.top1, "top5": t.top5, "loss": t.loss });
+            checkpoint::write_atomic(&d.join("teacher_eval.json"), serde_json::to_string_pretty(&json).unwrap().as_bytes())?;
+        }
+    }
     let t_run = Instant::now();
     let mut ips = 0.0f32;
     let mut last = EvalResult::default();

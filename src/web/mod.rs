@@ -16,6 +16,8 @@
 //! whose `message` is the library's readable message. Nothing here blocks: GPU work is
 //! awaited, so the page stays responsive.
 
+mod images;
+
 use crate::error::Error;
 use crate::gpu::{Context, ContextOptions, KernelProfile, MatmulVariant};
 use crate::session::{self, Assets};
@@ -127,6 +129,20 @@ pub fn session_kinds() -> Vec<String> {
     session::KINDS.iter().map(|s| s.to_string()).collect()
 }
 
+/// The model registry: `[{ name, img_size, in_chans }]` (the sizes are each model's
+/// defaults; a run builds it for its data's channels and size).
+#[wasm_bindgen]
+pub fn models() -> Result<JsValue, JsValue> {
+    let list: Vec<serde_json::Value> = crate::models::registry()
+        .iter()
+        .map(|e| {
+            let c = e.default_config();
+            serde_json::json!({ "name": e.name, "img_size": c.img_size, "in_chans": c.in_chans })
+        })
+        .collect();
+    json_to_js(&list)
+}
+
 /// The bundled Fashion-MNIST subset's file names (`data/fashion-mnist-subset/`): the page
 /// fetches them (web/build copies them next to it) and passes them to `Session.create` as
 /// assets of the same names; the wasm does not hold the data.
@@ -224,6 +240,21 @@ pub struct Session {
     kind: &'static str,
 }
 
+/// `{ name: Uint8Array }` -> named files.
+fn assets_of(assets: &JsValue) -> Assets {
+    let mut files = Assets::new();
+    if assets.is_object() {
+        let obj: &js_sys::Object = assets.unchecked_ref();
+        for entry in js_sys::Object::entries(obj).iter() {
+            let pair: js_sys::Array = entry.unchecked_into();
+            let name = pair.get(0).as_string().unwrap_or_default();
+            let bytes = js_sys::Uint8Array::new(&pair.get(1)).to_vec();
+            files.insert(name, bytes);
+        }
+    }
+    files
+}
+
 fn busy() -> JsValue {
     js_error("UsageError", "this session is busy with another step or evaluation: await it first")
 }
@@ -236,16 +267,7 @@ impl Session {
     pub async fn create(kind: String, settings: JsValue, assets: JsValue) -> Result<Session, JsValue> {
         let ctx = context()?;
         let config = js_to_json(&settings)?;
-        let mut files = Assets::new();
-        if assets.is_object() {
-            let obj: js_sys::Object = assets.unchecked_into();
-            for entry in js_sys::Object::entries(&obj).iter() {
-                let pair: js_sys::Array = entry.unchecked_into();
-                let name = pair.get(0).as_string().unwrap_or_default();
-                let bytes = js_sys::Uint8Array::new(&pair.get(1)).to_vec();
-                files.insert(name, bytes);
-            }
-        }
+        let files = assets_of(&assets);
         let s = session::create(&ctx, &kind, &config, &files).map_err(to_js)?;
         // Surface validation errors of the plan compilation now rather than at the first step.
         ctx.scoped_async("creating the session", || ()).await.map_err(to_js)?;

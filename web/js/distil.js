@@ -21,29 +21,42 @@ const curve = (label, color, extra = {}) => line(label, color, { spanGaps: true,
 const dots = { points: { show: true, size: 5 } };
 const accRange = (u, lo, hi) => [Math.max(0, Math.floor(lo / 10) * 10), Math.min(100, Math.ceil(hi / 10) * 10)];
 
-class DistilTab {
-  hook = '__distil';
+/** The Distil tab; the "Your data" tab (yours.js) is one too, with its own element ids (prefix
+ * and short: 'yours' and 'y' for #yours-start, #y-step, ...), hook, data and teacher. */
+export class DistilTab {
   labels = { stopped: 'Distillation stopped', build: 'Could not build the distillation', buildFailed: 'Could not build the sessions.' };
 
-  constructor(panel, app) {
+  constructor(panel, app, { prefix = 'distil', short = 'd', hook = '__distil' } = {}) {
     this.app = app;
-    this.form = $('#distil-settings', panel);
+    this.hook = hook;
+    this.form = $(`#${prefix}-settings`, panel);
     this.fixedChunk = chunkParam('dchunk');
     // Held-out evaluation every this many ms of training (and at the start and the end).
     this.evalEvery = numParam('eval_ms', 4000, parseFloat);
     this.ckaImages = numParam('cka_images', 128, (s) => parseInt(s, 10));
     this.out = elements(panel, {
-      step: '#d-step', loss: '#d-loss', lossBase: '#d-loss-base', acc: '#d-acc', accBase: '#d-acc-base', ips: '#d-ips',
-      state: '#distil-state', info: '#distil-info', cka: '#cka',
+      step: `#${short}-step`, loss: `#${short}-loss`, lossBase: `#${short}-loss-base`, acc: `#${short}-acc`,
+      accBase: `#${short}-acc-base`, ips: `#${short}-ips`, state: `#${prefix}-state`, info: `#${prefix}-info`, cka: `#${prefix}-cka`,
     });
-    this.d = app.distil = { sessions: {}, student: null };
-    this.lossChart = new Chart($('#distil-loss-chart', panel));
-    this.accChart = new Chart($('#distil-acc-chart', panel));
+    this.d = { sessions: {}, student: null };
+    this.lossChart = new Chart($(`#${prefix}-loss-chart`, panel));
+    this.accChart = new Chart($(`#${prefix}-acc-chart`, panel));
     this.charts = [this.lossChart, this.accChart];
     this.step = 0;
-    runControls(panel, prefixedIds('distil'), this)
-      .readyWhen(loadAssets(app), 'Distil', 'The teacher or the data could not be loaded.');
+    this.controls = runControls(panel, prefixedIds(prefix), this);
   }
+
+  /** Builds the session of one arm ('distilled' with the method picked, 'baseline' with none). */
+  async createSession(cfg, method) {
+    const assets = await loadAssets(this.app);
+    return this.app.gpu(() => wd.Session.create('distill', { ...cfg, method }, assets));
+  }
+
+  /** Called once the sessions exist, before the untrained students are evaluated. */
+  async afterBuild() {}
+
+  /** Called when a run stops (finished: it reached its step count). */
+  async afterFinish(finished) {} // eslint-disable-line no-unused-vars
 
   clear() {
     this.lossData = [[], [], [], []]; // step, distilled total loss, distilled cross-entropy term, labels-only loss
@@ -126,15 +139,14 @@ class DistilTab {
     this.step = 0;
     const cfg = this.settings();
     out.state.textContent = 'Loading the teacher and the data…';
-    const assets = await loadAssets(app);
-    out.state.textContent = 'Building the sessions (compiling the plans)…';
     await this.free();
     if (app.releaseTry) await app.releaseTry();
-    const create = (method) => app.gpu(() => wd.Session.create('distill', { ...cfg, method }, assets));
-    d.sessions.distilled = await create(cfg.method);
+    out.state.textContent = 'Building the sessions (compiling the plans)…';
+    d.sessions.distilled = await this.createSession(cfg, cfg.method);
     // The labels-only companion: the same student, data and order, without the teacher.
-    if (cfg.method !== 'none') d.sessions.baseline = await create('none');
+    if (cfg.method !== 'none') d.sessions.baseline = await this.createSession(cfg, 'none');
     d.student = cfg.student;
+    await this.afterBuild();
     const info = d.sessions.distilled.describe();
     out.info.textContent = `${info.student} (${info.params.toLocaleString('en-US')} parameters) learns from ${info.teacher} with ` +
       `'${cfg.method}' (loss terms: ${info.terms.join(', ')}); ${info.dispatches_per_step} GPU dispatches per step; ` +
@@ -191,6 +203,7 @@ class DistilTab {
         this.out.state.textContent = 'Measuring CKA…';
         cka = await this.drawCka();
       }
+      await this.afterFinish(finished);
       return { step: this.step, finished };
     };
     return { step, finish, result: () => this.result(cka) };
@@ -233,5 +246,7 @@ class DistilTab {
 }
 
 export function mountDistil(panel, app) {
-  new DistilTab(panel, app);
+  const tab = new DistilTab(panel, app);
+  app.distil = tab.d; // the "Try it" tab uses the distilled student
+  tab.controls.readyWhen(loadAssets(app), 'Distil', 'The teacher or the data could not be loaded.');
 }
