@@ -547,9 +547,18 @@ async function yoursTests(base) {
       await (await page.$('#y-teacher-file')).uploadFile(yoursTeacher);
       await page.evaluate((cfg) => {
         const f = document.getElementById('yours-settings').elements;
-        f.teacher.value = 'resnet8';
         for (const k of ['student', 'method', 'batch', 'lr', 'steps']) f[k].value = String(cfg[k]);
       }, YOURS);
+      // The wrong architecture for the teacher file: the mismatch report, and nothing trains.
+      await page.$eval('#yours-settings', (form) => { form.elements.teacher.value = 'resnet20'; });
+      await page.click('#yours-start');
+      await waitFor(page, () => document.getElementById('yours-state').textContent === 'Could not build the sessions.', 120_000);
+      const refused = await page.evaluate(() => window.__errors.splice(0).join(' | '));
+      assert.match(refused, /teacher/i, refused);
+      assert.match(refused, /layer2|missing|shape/, refused);
+      console.log(`     wrong architecture: ${refused.slice(0, 240)}`);
+      await page.$eval('#error', (e) => { e.hidden = true; e.textContent = ''; });
+      await page.$eval('#yours-settings', (form) => { form.elements.teacher.value = 'resnet8'; });
       await page.click('#yours-start');
       await waitFor(page, () => window.__yours !== undefined, 300_000);
       const r = await page.evaluate(() => window.__yours);
