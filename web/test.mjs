@@ -575,6 +575,7 @@ async function yoursTests(base) {
       const card = JSON.parse(fs.readFileSync(path.join(downloads, want[1]), 'utf8'));
       assert.deepEqual(card.classes, ['circle', 'cross', 'square']);
       assert.equal(card.model, YOURS.student);
+      assert.equal(card.training.steps, YOURS.steps);
       // The downloaded student in the CLI, on the same held-out files: the same logits.
       const npy = path.join(downloads, 'logits.npy');
       const files = r.predictions.map((p) => path.join(yoursDir, p.file));

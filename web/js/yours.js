@@ -195,8 +195,12 @@ class YoursTab extends DistilTab {
     const bytes = await this.app.gpu(() => s.modelFile());
     const card = await this.app.gpu(() => s.query('card', {}));
     const name = `${card.model}_${card.method}`;
+    // The card (what `webdistill predict --card` reads) and how the student was trained.
+    const ev = this.evals.distilled;
+    const training = { ...this.settings(), steps: this.step, held_out_accuracy: ev ? ev.accuracy : null,
+      teacher_accuracy: this.teacher ? this.teacher.accuracy : null, teacher_file: this.teacherName, adapter: $('#adapter').textContent };
     download(bytes, `${name}.safetensors`, 'application/octet-stream');
-    download(JSON.stringify(card, null, 2), `${name}.json`, 'application/json');
+    download(JSON.stringify({ ...card, training }, null, 2), `${name}.json`, 'application/json');
     this.out.state.textContent = `Saved ${name}.safetensors and ${name}.json.`;
   }
 
