@@ -235,15 +235,41 @@ pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().and_then(|f| f.to_str()).unwrap_or("checkpoint"), std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
+        crash_test::maybe_abort_in_write(&mut f, bytes)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        // The rename itself survives a power cut once the folder is synced (where it can be).
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok::<(), std::io::Error>(())
     })();
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
         return Err(Error::file(path, e));
     }
     Ok(())
+}
+
+/// The crash tests' fault: with `WEBDISTILL_CRASH_IN_WRITE=N` in the environment, the N-th
+/// atomic write of the process writes half its bytes and then aborts, as a kill -9 in the
+/// middle of a checkpoint would (tests/crash.rs); without it, nothing happens.
+#[cfg(not(target_arch = "wasm32"))]
+mod crash_test {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static WRITES: AtomicUsize = AtomicUsize::new(0);
+
+    pub fn maybe_abort_in_write(f: &mut std::fs::File, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        let Some(n) = std::env::var("WEBDISTILL_CRASH_IN_WRITE").ok().and_then(|v| v.parse::<usize>().ok()) else { return Ok(()) };
+        if WRITES.fetch_add(1, Ordering::SeqCst) + 1 == n {
+            f.write_all(&bytes[..bytes.len() / 2])?;
+            f.sync_all()?;
+            std::process::abort();
+        }
+        Ok(())
+    }
 }
 
 /// Save the model under `prefix` to `path` (atomically).

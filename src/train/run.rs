@@ -269,6 +269,11 @@ impl Run {
     /// evaluation gives an empty result.
     pub async fn evaluate_async(&mut self) -> Result<EvalResult> {
         let Some(eval) = &self.eval else { return Ok(EvalResult::default()) };
+        self.run_eval(eval).await
+    }
+
+    /// One pass of an evaluation plan over the test set, from the first image, and its sums.
+    async fn run_eval(&self, eval: &Plan) -> Result<EvalResult> {
         self.store.write_state(&self.eval_metrics, &[0.0; 4])?;
         self.store.write_state(&self.eval_counter, &[0.0])?;
         eval.run(self.eval_batches)?;
@@ -305,13 +310,7 @@ impl Run {
                 classes,
             )?;
         }
-        let eval = self.teacher_eval.as_ref().expect("built above");
-        self.store.write_state(&self.eval_metrics, &[0.0; 4])?;
-        self.store.write_state(&self.eval_counter, &[0.0])?;
-        eval.run(self.eval_batches)?;
-        let v = eval.state_var(&self.eval_metrics).ok_or_else(|| Error::usage("eval metrics missing"))?;
-        let vals = eval.request(&[v])?.take(&self.ctx).await?.remove(0);
-        Ok(EvalResult::from_sums(&vals))
+        self.run_eval(self.teacher_eval.as_ref().expect("built above")).await
     }
 
     #[cfg(not(target_arch = "wasm32"))]
@@ -448,7 +447,13 @@ impl Run {
     /// Everything needed to resume: every store tensor (student, teacher, branches,
     /// vocabularies, optimizer slots, counters), data excluded.
     pub async fn state_bytes(&self) -> Result<Vec<u8>> {
-        let meta = BTreeMap::from([("step".to_string(), self.step.to_string()), ("model".to_string(), self.cfg.model.clone())]);
+        self.state_bytes_with(&BTreeMap::new()).await
+    }
+
+    /// [`Self::state_bytes`] with more metadata (the runner keeps a part-done epoch's sums there).
+    pub async fn state_bytes_with(&self, extra: &BTreeMap<String, String>) -> Result<Vec<u8>> {
+        let mut meta = BTreeMap::from([("step".to_string(), self.step.to_string()), ("model".to_string(), self.cfg.model.clone())]);
+        meta.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
         checkpoint::state_to_bytes(&self.store, &meta, &|n| !n.starts_with("data.")).await
     }
 

@@ -25,7 +25,31 @@ pub struct RunOptions {
     pub plot: bool,
     /// Stop after this many epochs of this call (None: until the configured epochs).
     pub stop_after: Option<usize>,
+    /// When to write the resumable state in the middle of an epoch (it is always written at
+    /// the end of one).
+    pub save_every: SaveEvery,
 }
+
+/// Mid-epoch checkpoints: a crash loses at most this much training.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SaveEvery {
+    /// Every N training steps (exactly: the step chunks end there).
+    Steps(usize),
+    /// At the first chunk boundary after this many seconds since the last save.
+    Seconds(f32),
+    /// Only at the end of each epoch.
+    Never,
+}
+
+impl Default for SaveEvery {
+    /// A few minutes of training.
+    fn default() -> Self {
+        SaveEvery::Seconds(180.0)
+    }
+}
+
+/// The metadata key of a part-done epoch's sums in `state.safetensors`.
+const PARTIAL_EPOCH: &str = "webdistill.partial_epoch";
 
 /// What a finished run reports.
 #[derive(Clone, Debug)]
@@ -110,10 +134,19 @@ pub fn run_with_teacher(
     run_loop(&mut r, dir, opts, progress)
 }
 
-/// The records of a run directory's finished epochs, after restoring its state into `r`.
-fn resume_from(r: &mut Run, d: &Path) -> Result<Vec<EpochRecord>> {
+/// The records of a run directory's finished epochs and the sums of the epoch it stopped in
+/// (empty at an epoch's end), after restoring its state into `r`.
+fn resume_from(r: &mut Run, d: &Path) -> Result<(Vec<EpochRecord>, EpochSums)> {
     let path = d.join("state.safetensors");
-    r.load_state(&checkpoint::read(&path)?, &path.display().to_string())?;
+    let bytes = std::fs::read(&path).map_err(|e| Error::file(&path, e))?;
+    let source = path.display().to_string();
+    r.load_state(&checkpoint::parse(&bytes, &source)?, &source)?;
+    let partial = match checkpoint::metadata(&bytes, &source)?.get(PARTIAL_EPOCH) {
+        Some(s) if r.step % r.steps_per_epoch != 0 => {
+            serde_json::from_str(s).map_err(|e| Error::file(&path, format!("unreadable part-done epoch ({e})")))?
+        }
+        _ => EpochSums::default(),
+    };
     let mp = d.join("metrics.jsonl");
     let mut records: Vec<EpochRecord> = if mp.exists() { report::read_jsonl(&mp)? } else { Vec::new() };
     // Drop records of epochs after the saved state (a crash between the writes).
@@ -125,11 +158,12 @@ fn resume_from(r: &mut Run, d: &Path) -> Result<Vec<EpochRecord>> {
         steps.retain(|s| s.step <= r.step);
         report::write_jsonl(&sp, &steps)?;
     }
-    Ok(records)
+    Ok((records, partial))
 }
 
-/// Sums of one epoch's training metrics.
-#[derive(Default)]
+/// Sums of one epoch's training metrics (kept in a mid-epoch checkpoint, so a resumed epoch
+/// reports the same means as an uninterrupted one).
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 struct EpochSums {
     loss: f64,
     steps: usize,
@@ -156,25 +190,61 @@ impl EpochSums {
     }
 }
 
-/// Train one epoch: `spe` steps in chunks, each chunk's metrics read (and checked) before the
-/// next is submitted.
-fn train_epoch(r: &mut Run, progress: &mut dyn Progress) -> Result<EpochSums> {
+/// Where and how often the epoch loop writes mid-epoch checkpoints.
+struct Saver<'a> {
+    dir: Option<&'a Path>,
+    every: SaveEvery,
+    last: Instant,
+}
+
+impl Saver<'_> {
+    /// Steps the next chunk may take so that a `Steps(n)` save lands exactly on its step.
+    fn limit(&self, step: usize) -> usize {
+        match (self.dir, self.every) {
+            (Some(_), SaveEvery::Steps(n)) if n > 0 => n - step % n,
+            _ => usize::MAX,
+        }
+    }
+
+    /// Write the resumable state with the part-done epoch's sums, if one is due.
+    fn maybe_save(&mut self, r: &Run, sums: &EpochSums) -> Result<()> {
+        let Some(d) = self.dir else { return Ok(()) };
+        let due = match self.every {
+            SaveEvery::Steps(n) => n > 0 && r.step % n == 0,
+            SaveEvery::Seconds(s) => self.last.elapsed().as_secs_f32() >= s,
+            SaveEvery::Never => false,
+        };
+        // The epoch's own end writes everything (`save_epoch`).
+        if due && r.step % r.steps_per_epoch != 0 {
+            let json = serde_json::to_string(sums).map_err(|e| Error::usage(format!("saving the epoch's sums: {e}")))?;
+            let meta = BTreeMap::from([(PARTIAL_EPOCH.to_string(), json)]);
+            checkpoint::write_atomic(&d.join("state.safetensors"), &pollster::block_on(r.state_bytes_with(&meta))?)?;
+            self.last = Instant::now();
+        }
+        Ok(())
+    }
+}
+
+/// Train the rest of an epoch (all of it, or what a resumed checkpoint left, whose sums are
+/// `sums`) in chunks, each chunk's metrics read (and checked) before the next is submitted.
+fn train_epoch(r: &mut Run, progress: &mut dyn Progress, mut sums: EpochSums, saver: &mut Saver<'_>) -> Result<EpochSums> {
     let spe = r.steps_per_epoch;
     let t0 = Instant::now();
     let chunk = (spe / 20).clamp(1, 50);
-    let mut sums = EpochSums::default();
-    let mut done = 0;
+    let mut done = r.step % spe;
+    let first = done;
     while done < spe {
-        let n = chunk.min(spe - done);
+        let n = chunk.min(spe - done).min(saver.limit(r.step));
         r.train_steps(n)?;
         let m = r.read_train_metrics()?;
         done += n;
         sums.add(&m);
         sums.chunks.push(StepRecord { step: r.step, loss: m.loss, lr: m.lr });
-        progress.steps(done, &m, (done * r.cfg.batch) as f32 / t0.elapsed().as_secs_f32());
+        progress.steps(done, &m, ((done - first) * r.cfg.batch) as f32 / t0.elapsed().as_secs_f32());
         if !m.loss.is_finite() {
             return Err(Error::usage(format!("the loss diverged (NaN/inf) at step {}: lower --lr or add --clip-grad", r.step)));
         }
+        saver.maybe_save(r, &sums)?;
     }
     Ok(sums)
 }
@@ -194,22 +264,24 @@ fn save_epoch(r: &Run, d: &Path, rec: &EpochRecord, chunks: &[StepRecord], recor
     if best {
         checkpoint::write_atomic(&d.join("best.safetensors"), &student)?;
     }
-    checkpoint::write_atomic(&d.join("state.safetensors"), &pollster::block_on(r.state_bytes())?)?;
     report::append_jsonl(&d.join("metrics.jsonl"), std::slice::from_ref(rec))?;
     report::append_jsonl(&d.join("steps.jsonl"), chunks)?;
     if plot {
         report::plot_run(d, records)?;
     }
-    Ok(())
+    // The state last: it is what a resume starts from, so a crash before it redoes the epoch
+    // (and resume drops the records written for it), and one after it loses nothing.
+    checkpoint::write_atomic(&d.join("state.safetensors"), &pollster::block_on(r.state_bytes())?)
 }
 
 /// The epoch loop over a built [`Run`].
 pub fn run_loop(r: &mut Run, dir: Option<&Path>, opts: &RunOptions, progress: &mut dyn Progress) -> Result<RunSummary> {
     let mut records: Vec<EpochRecord> = Vec::new();
+    let mut partial = EpochSums::default();
     if let Some(d) = dir {
         std::fs::create_dir_all(d).map_err(|e| Error::file(d, e))?;
         if opts.resume {
-            records = resume_from(r, d)?;
+            (records, partial) = resume_from(r, d)?;
         } else {
             let _ = std::fs::remove_file(d.join("metrics.jsonl"));
             let _ = std::fs::remove_file(d.join("steps.jsonl"));
@@ -239,17 +311,19 @@ pub fn run_loop(r: &mut Run, dir: Option<&Path>, opts: &RunOptions, progress: &m
     let mut ips = 0.0f32;
     let mut last = EvalResult::default();
     let end_epoch = opts.stop_after.map(|n| (start_epoch + n).min(epochs)).unwrap_or(epochs);
+    let mut saver = Saver { dir, every: opts.save_every, last: Instant::now() };
     for epoch in start_epoch..end_epoch {
         progress.epoch_start(epoch + 1, epochs, spe);
         let t0 = Instant::now();
-        let sums = match train_epoch(r, progress) {
+        let steps_now = spe - r.step % spe;
+        let sums = match train_epoch(r, progress, std::mem::take(&mut partial), &mut saver) {
             Ok(s) => s,
             Err(e) => {
                 progress.abandon();
                 return Err(e);
             }
         };
-        ips = (spe * r.cfg.batch) as f32 / t0.elapsed().as_secs_f32();
+        ips = (steps_now * r.cfg.batch) as f32 / t0.elapsed().as_secs_f32();
         last = r.evaluate()?;
         let rec = EpochRecord {
             epoch: epoch + 1,
