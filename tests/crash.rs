@@ -129,3 +129,61 @@ fn a_run_killed_anywhere_resumes_to_the_uninterrupted_result() {
     resume(&d);
     assert_same_run(&straight, &d, "killed twice");
 }
+
+/// A device lost in the middle of a run: every later step, evaluation and checkpoint read is an
+/// `Error` that says what was running and that the device was lost, never a panic; the files
+/// already saved stay as they were.
+#[test]
+fn a_lost_device_is_an_error_not_a_panic() {
+    use webdistill::gpu::Context;
+    use webdistill::train::{Run, TrainConfig};
+    // Its own device: destroying it must not break the other tests of this binary.
+    let ctx = Context::new().unwrap();
+    let cfg = TrainConfig {
+        model: "resnet8".into(),
+        batch: 8,
+        epochs: 1,
+        train_limit: 32,
+        test_limit: 16,
+        eval_batch: 8,
+        ..TrainConfig::default()
+    };
+    let splits = webdistill::data::bundled().unwrap();
+    let mut run = Run::new(&ctx, cfg, &splits, None).unwrap();
+    run.train_steps(2).unwrap();
+    assert!(run.read_train_metrics().unwrap().loss.is_finite());
+    let saved = tmp("lost");
+    std::fs::create_dir_all(&saved).unwrap();
+    let before = pollster::block_on(run.student_bytes(&Default::default())).unwrap();
+    checkpoint::write_atomic(&saved.join("last.safetensors"), &before).unwrap();
+
+    ctx.device.destroy();
+    let step = run.train_steps(1).and_then(|_| run.read_train_metrics());
+    let e = step.expect_err("a step on a destroyed device").to_string();
+    println!("step: {e}");
+    assert!(e.to_lowercase().contains("lost") || e.to_lowercase().contains("destroy"), "{e}");
+    let e = run.evaluate().expect_err("an evaluation on a destroyed device").to_string();
+    println!("eval: {e}");
+    assert!(e.contains("'supervised eval'") && e.contains("device was lost"), "{e}");
+    let e = pollster::block_on(run.student_bytes(&Default::default())).expect_err("a checkpoint read on a destroyed device").to_string();
+    println!("checkpoint: {e}");
+    assert!(e.contains("reading back") && e.contains("device was lost"), "{e}");
+    assert_eq!(std::fs::read(saved.join("last.safetensors")).unwrap(), before, "the saved checkpoint is untouched");
+}
+
+/// The same through the CLI: the device is lost at step 5 of 16; `train` exits non-zero with
+/// the reason, the checkpoint of step 3 is intact, and `--resume` finishes the run exactly.
+#[test]
+fn the_cli_stops_cleanly_on_a_lost_device_and_resumes() {
+    let straight = tmp("lost-straight");
+    let o = train(&straight, &["--save-every", "0"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let d = tmp("lost-cli");
+    let o = train(&d, &["--save-every", "3"]).env("WEBDISTILL_LOSE_DEVICE_AT_STEP", "5").output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a run on a lost device must fail");
+    assert!(err.contains("device was lost") && !err.contains("panicked"), "{err}");
+    assert_eq!(saved_step(&d), 3);
+    resume(&d);
+    assert_same_run(&straight, &d, "device lost at step 5");
+}

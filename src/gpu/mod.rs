@@ -131,9 +131,14 @@ pub struct ContextOptions {
 #[derive(Default)]
 pub(crate) struct ErrorSink {
     errors: Mutex<Vec<String>>,
+    /// Why the device was lost, once it is (destroyed included).
+    lost: Mutex<Option<String>>,
 }
 
 impl ErrorSink {
+    pub(crate) fn set_lost(&self, why: String) {
+        self.lost.lock().unwrap().get_or_insert(why);
+    }
     pub(crate) fn push(&self, msg: String) {
         self.errors.lock().unwrap().push(msg);
     }
@@ -209,6 +214,7 @@ impl Context {
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| s.push(e.to_string())));
         let s = sink.clone();
         device.set_device_lost_callback(move |reason, msg| {
+            s.set_lost(if msg.is_empty() { format!("{reason:?}") } else { format!("{reason:?}: {msg}") });
             if !matches!(reason, wgpu::DeviceLostReason::Destroyed) {
                 s.push(format!("device lost ({reason:?}): {msg}"))
             }
@@ -282,7 +288,7 @@ impl Context {
         let e_val = val.pop().await;
         let e_oom = oom.pop().await;
         if let Some(e) = e_val.or(e_oom) {
-            return Err(Error::gpu(what, e));
+            return Err(self.gpu_error(what, e));
         }
         self.check(what)?;
         Ok(out)
@@ -312,10 +318,25 @@ impl Context {
         }
     }
 
+    /// A GPU error while `what` ran, saying so first when the cause is a lost device (a
+    /// driver reset, the device destroyed, the GPU removed): then nothing on it can be used
+    /// again, and the run must restart from its last checkpoint.
+    pub fn gpu_error(&self, what: &str, detail: impl fmt::Display) -> Error {
+        match self.sink.lost.lock().unwrap().as_ref() {
+            Some(why) => Error::gpu(
+                what,
+                format!(
+                    "the GPU device was lost ({why}); its buffers are gone, so restart (a run: --resume DIR from its last checkpoint). Detail: {detail}"
+                ),
+            ),
+            None => Error::gpu(what, detail),
+        }
+    }
+
     /// Report errors that reached the device outside a scope (including device loss).
     pub fn check(&self, what: &str) -> Result<()> {
         let errs = self.sink.take();
-        if errs.is_empty() { Ok(()) } else { Err(Error::gpu(what, errs.join("; "))) }
+        if errs.is_empty() { Ok(()) } else { Err(self.gpu_error(what, errs.join("; "))) }
     }
 
     /// Non-blocking poll: lets finished readbacks deliver their data. No-op on the web.
@@ -326,7 +347,7 @@ impl Context {
     /// Block until all submitted work is done. Only called where the caller asked to wait.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn wait(&self) -> Result<()> {
-        self.device.poll(wgpu::PollType::wait_indefinitely()).map(|_| ()).map_err(|e| Error::gpu("waiting for the GPU", e))
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map(|_| ()).map_err(|e| self.gpu_error("waiting for the GPU", e))
     }
 
     pub(crate) fn pipeline(&self, key: &KernelKey) -> Result<Arc<wgpu::ComputePipeline>> {

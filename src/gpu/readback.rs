@@ -44,11 +44,11 @@ impl ReadbackSlot {
         self.pending = Some(rx);
     }
 
-    fn finish(&mut self, r: Result<(), wgpu::BufferAsyncError>) -> Result<Vec<u8>> {
+    fn finish(&mut self, ctx: &Context, r: Result<(), wgpu::BufferAsyncError>) -> Result<Vec<u8>> {
         self.pending = None;
-        r.map_err(|e| Error::gpu("reading back results", e))?;
+        r.map_err(|e| ctx.gpu_error("reading back results", e))?;
         let bytes = {
-            let view = self.buffer.get_mapped_range(0..self.size).map_err(|e| Error::gpu("mapping a readback", e))?;
+            let view = self.buffer.get_mapped_range(0..self.size).map_err(|e| ctx.gpu_error("mapping a readback", e))?;
             view.to_vec()
         };
         self.buffer.unmap();
@@ -60,11 +60,11 @@ impl ReadbackSlot {
         ctx.poll();
         let Some(rx) = self.pending.as_mut() else { return Ok(None) };
         match rx.try_recv() {
-            Ok(Some(r)) => self.finish(r).map(Some),
+            Ok(Some(r)) => self.finish(ctx, r).map(Some),
             Ok(None) => Ok(None),
             Err(_) => {
                 self.pending = None;
-                Err(Error::gpu("reading back results", "the mapping was cancelled"))
+                Err(ctx.gpu_error("reading back results", "the mapping was cancelled"))
             }
         }
     }
@@ -77,8 +77,8 @@ impl ReadbackSlot {
         ctx.poll();
         #[cfg(not(target_arch = "wasm32"))]
         ctx.wait()?;
-        let r = rx.await.map_err(|_| Error::gpu("reading back results", "the mapping was cancelled"))?;
-        self.finish(r)
+        let r = rx.await.map_err(|_| ctx.gpu_error("reading back results", "the mapping was cancelled"))?;
+        self.finish(ctx, r)
     }
 
     /// Block until the data is here (native only; the caller asked to wait).

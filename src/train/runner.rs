@@ -245,8 +245,20 @@ fn train_epoch(r: &mut Run, progress: &mut dyn Progress, mut sums: EpochSums, sa
             return Err(Error::usage(format!("the loss diverged (NaN/inf) at step {}: lower --lr or add --clip-grad", r.step)));
         }
         saver.maybe_save(r, &sums)?;
+        lose_device_for_tests(r);
     }
     Ok(sums)
+}
+
+/// The crash tests' device loss: with `WEBDISTILL_LOSE_DEVICE_AT_STEP=N` in the environment the
+/// device is destroyed once the run has passed step N (tests/crash.rs checks that the CLI then
+/// stops with a clear error and the last checkpoint resumes); without it, nothing happens.
+fn lose_device_for_tests(r: &Run) {
+    if let Some(n) = std::env::var("WEBDISTILL_LOSE_DEVICE_AT_STEP").ok().and_then(|v| v.parse::<usize>().ok()) {
+        if r.step >= n {
+            r.ctx.device.destroy();
+        }
+    }
 }
 
 /// Write the epoch's checkpoints and records into `d`: the student (`last`, and `best` when it
