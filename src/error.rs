@@ -10,7 +10,7 @@ pub enum Error {
     Shape { op: &'static str, msg: String },
 
     /// No usable GPU adapter.
-    #[error("no GPU adapter found{detail}. {hint}")]
+    #[error("no GPU adapter found{detail}.\n{hint}")]
     NoAdapter { detail: String, hint: &'static str },
 
     /// wgpu reported an error (validation, out of memory, device lost) while doing `context`.

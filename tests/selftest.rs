@@ -147,7 +147,7 @@ fn run_sessions_take_any_config_and_answer_the_run_s_queries() {
     let e = pollster::block_on(s.query("cka", &serde_json::Value::Null)).unwrap_err().to_string();
     assert!(e.contains("CKA needs a teacher"), "{e}");
     let e = pollster::block_on(s.query("nope", &serde_json::Value::Null)).unwrap_err().to_string();
-    assert_eq!(e, "the 'supervised' run has no query named 'nope' (known: classes, cka, sample, predict)");
+    assert_eq!(e, "the 'supervised' run has no query named 'nope' (known: classes, teacher_eval, card, cka, sample, predict)");
     // Only the bundled data reaches a page.
     let bad = serde_json::json!({ "config": { "data": "cifar10:/x" } });
     let e = session::create(&ctx, "run", &bad, &Assets::new()).err().unwrap().to_string();
@@ -163,4 +163,22 @@ fn the_binary_prints_no_driver_noise_without_a_runtime_dir() {
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("adapter:"), "{stdout}");
     assert!(!stderr.contains("XDG_RUNTIME_DIR"), "driver noise on stderr: {stderr}");
+}
+
+#[test]
+fn without_any_adapter_the_binary_says_what_to_install() {
+    // No Vulkan driver to load (and the Vulkan backend only): no adapter at all.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_webdistill"))
+        .arg("info")
+        .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+        .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+        .env("WGPU_BACKEND", "vulkan")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    for line in ["no GPU adapter found", "Debian/Ubuntu: sudo apt install mesa-vulkan-drivers", "Fedora:", "macOS:", "Windows:"] {
+        assert!(stderr.contains(line), "missing '{line}' in: {stderr}");
+    }
 }

@@ -12,9 +12,14 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 /// What a user should install when no adapter shows up.
-const NO_ADAPTER_HINT: &str = "Install a Vulkan, Metal or DX12 driver; on Debian/Ubuntu \
-`apt-get install mesa-vulkan-drivers` gives a software Vulkan adapter (lavapipe). \
-Set WGPU_BACKEND=vulkan|gl|metal|dx12 to pick a backend.";
+const NO_ADAPTER_HINT: &str = "webdistill needs a Vulkan, Metal or DX12 driver (a software one works too, slowly):
+  Debian/Ubuntu: sudo apt install mesa-vulkan-drivers   (your GPU's Vulkan driver, or lavapipe in software)
+  Fedora:        sudo dnf install mesa-vulkan-drivers
+  Arch:          sudo pacman -S vulkan-radeon | vulkan-intel | nvidia-utils | vulkan-swrast (software)
+  macOS:         Metal is built in (macOS 10.13 or newer on a Mac with a Metal GPU)
+  Windows:       DX12 comes with Windows 10 and 11: update the GPU driver from its vendor
+  Containers/servers: pass the GPU through (e.g. docker --gpus all with the NVIDIA toolkit) or install lavapipe as above.
+Then `webdistill info` shows the adapter; WGPU_BACKEND=vulkan|gl|metal|dx12 picks a backend.";
 
 /// One line describing the adapter, for logs, checkpoints' config and benchmark output.
 #[derive(Clone, Debug, PartialEq, Eq)]
