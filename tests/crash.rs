@@ -157,7 +157,7 @@ fn a_lost_device_is_an_error_not_a_panic() {
     let before = pollster::block_on(run.student_bytes(&Default::default())).unwrap();
     checkpoint::write_atomic(&saved.join("last.safetensors"), &before).unwrap();
 
-    ctx.device.destroy();
+    ctx.device.destroy(); // as a driver would: the library learns it from wgpu's callback
     let step = run.train_steps(1).and_then(|_| run.read_train_metrics());
     let e = step.expect_err("a step on a destroyed device").to_string();
     println!("step: {e}");

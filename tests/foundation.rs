@@ -398,7 +398,7 @@ fn documented_errors() {
 
 #[test]
 fn missing_adapter_is_a_clear_error() {
-    let opts = webdistill::gpu::ContextOptions { adapter_name: Some("no-such-gpu-xyz".into()) };
+    let opts = webdistill::gpu::ContextOptions { adapter_name: Some("no-such-gpu-xyz".into()), ..Default::default() };
     let e = pollster::block_on(webdistill::Context::new_async(opts)).unwrap_err().to_string();
     assert!(e.contains("no-such-gpu-xyz") && e.contains("mesa-vulkan-drivers"), "{e}");
 }

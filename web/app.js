@@ -2,14 +2,15 @@
 // mounts the tabs (web/js/*.js, one module per tab; see web/README.md for adding one).
 //
 // Hooks for the browser tests (web/test.mjs): window.__status ('loading' | 'ready' |
-// 'nowebgpu' | 'error'), window.__selftest (the self-test report, or { error }),
+// 'nowebgpu' | 'error' | 'devicelost'), window.__selftest (the self-test report, or { error }),
 // window.__result (set when a training run reaches its step limit), window.__errors,
 // window.__info (what init() said about the adapter), window.__distil (set when a Distil run
 // reaches its step count), window.__obow (set when an OBoW run reaches its step count, after
 // its probe and word grid), window.__try (the last "Try it" predictions), window.__yours (set
 // when a "Your data" run reaches its step count).
 // Query parameters: ?steps=N (stop after N steps), ?chunk=K (steps per step() call, fixed),
-// ?matmul=tiled|register (kernel override), #train (open a tab); for the Distil tab:
+// ?matmul=tiled|register (kernel override), ?max_binding_mib=N (a device with storage bindings
+// of at most N MiB: a small GPU's limits), #train (open a tab); for the Distil tab:
 // ?dchunk=K (steps per step() call, fixed), ?eval_ms=T (held-out evaluation every T ms of
 // training; default 4000), ?cka_images=N (test images for CKA; default 128); for the OBoW tab:
 // ?ochunk=K (steps per step() call), ?probe_train=N, ?probe_test=N, ?probe_epochs=N (the
@@ -46,7 +47,11 @@ const TABS = [
 /** Opens the GPU; on failure shows why (no WebGPU, or an error) and sets window.__status. */
 async function openGpu() {
   try {
-    return await wd.init(query.has('matmul') ? { matmul: query.get('matmul') } : {});
+    const options = {};
+    if (query.has('matmul')) options.matmul = query.get('matmul');
+    // A small GPU's limits on any GPU (and the page's tests of what it says then).
+    if (query.has('max_binding_mib')) options.max_binding_mib = parseFloat(query.get('max_binding_mib'));
+    return await wd.init(options);
   } catch (e) {
     if (e && (e.name === 'WebGpuUnavailable' || e.name === 'NoAdapterError')) {
       showNoWebGpu(e);

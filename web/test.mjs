@@ -473,6 +473,60 @@ async function browserTests(kind, base) {
   }
 }
 
+async function gpuTroubleTests(base) {
+  await test('chromium: a GPU whose limits are too small for the student gets a message that says so and what to do', async () => {
+    const browser = await launch('chromium');
+    try {
+      const page = await open(browser, `${base}/?max_binding_mib=2&dchunk=1#distil`, []);
+      await waitFor(page, () => window.__status && window.__status !== 'loading', 120_000);
+      assert.equal(await page.evaluate(() => window.__status), 'ready');
+      assert.ok((await page.evaluate(() => window.__info.maxStorageBindingMiB)) <= 2);
+      await waitFor(page, () => document.getElementById('distil-state').textContent === 'Ready.', 60_000);
+      await page.evaluate(() => {
+        const f = document.getElementById('distil-settings').elements;
+        Object.assign(f.student, { value: 'vit_micro_p4' });
+        f.batch.value = '256';
+        f.steps.value = '2';
+      });
+      await page.click('#distil-start');
+      await waitFor(page, () => document.getElementById('distil-state').textContent === 'Could not build the sessions.', 120_000);
+      const box = await page.$eval('#error', (e) => ({ hidden: e.hidden, text: e.innerText }));
+      console.log(`     ${box.text.replace(/\n+/g, ' | ').slice(0, 300)}`);
+      assert.equal(box.hidden, false);
+      assert.match(box.text, /TooLargeError: .*more than this adapter's/);
+      assert.match(box.text, /limits are too small .* smaller batch/);
+      await page.screenshot({ path: path.join(artifacts, 'chromium-small-limits.png'), fullPage: true });
+    } finally {
+      await browser.close().catch(() => {});
+    }
+  });
+
+  await test('chromium: after a device loss the page says what happened and to reload', async () => {
+    const browser = await launch('chromium');
+    try {
+      const page = await open(browser, `${base}/?chunk=5#train`, []);
+      await waitFor(page, () => window.__status === 'ready', 120_000);
+      await page.click('#btn-start');
+      await waitFor(page, () => parseInt(document.getElementById('m-step').textContent, 10) > 5, 120_000);
+      await page.evaluate(async () => (await import('./pkg/webdistill.js')).destroyDevice());
+      await waitFor(page, () => window.__status === 'devicelost', 60_000).catch(async (e) => {
+        throw new Error(`${e.message}; errors: ${await page.evaluate(() => window.__errors.join(' | '))}; state: ` +
+          `${await page.$eval('#train-state', (x) => x.textContent)}`);
+      });
+      const notice = await page.$eval('#devicelost', (e) => ({ hidden: e.hidden, text: e.innerText }));
+      assert.equal(notice.hidden, false);
+      assert.match(notice.text, /The GPU device was lost/);
+      assert.match(notice.text, /Reload the page/);
+      assert.match(notice.text, /device was lost \(/);
+      console.log(`     ${(await page.$eval('#devicelost-detail', (e) => e.textContent)).slice(0, 200)}`);
+      assert.ok(await page.$('#devicelost button'), 'no Reload button');
+      await page.screenshot({ path: path.join(artifacts, 'chromium-device-lost.png'), fullPage: true });
+    } finally {
+      await browser.close().catch(() => {});
+    }
+  });
+}
+
 async function noWebGpuTests(base) {
   await test('chromium without --enable-unsafe-webgpu: a friendly message instead of a blank page', async () => {
     const browser = await launch('chromium', { webgpu: false });
@@ -610,6 +664,7 @@ for (const kind of browsersWanted) {
 }
 if (browsersWanted.includes('chromium')) {
   await yoursTests(base);
+  await gpuTroubleTests(base);
   await noWebGpuTests(base);
 }
 server.close();

@@ -130,6 +130,10 @@ impl KernelProfile {
 pub struct ContextOptions {
     /// Case-insensitive substring of the adapter name; overrides `WGPU_ADAPTER_NAME`.
     pub adapter_name: Option<String>,
+    /// Ask for a device whose storage bindings are at most this many bytes (below the
+    /// adapter's own limit): how a small GPU behaves, on a large one (the page's
+    /// `?max_binding_mib=N`, its tests).
+    pub max_storage_binding: Option<u64>,
 }
 
 /// Errors wgpu reports outside error scopes (and device loss) land here instead of panicking.
@@ -200,7 +204,12 @@ impl Context {
             features |= wgpu::Features::TIMESTAMP_QUERY;
         }
         // The adapter's real limits: storage binding size and workgroup storage matter here.
-        let limits = adapter.limits();
+        let mut limits = adapter.limits();
+        if let Some(b) = opts.max_storage_binding {
+            let b = b.min(limits.max_storage_buffer_binding_size as u64);
+            limits.max_storage_buffer_binding_size = b as _;
+            limits.max_buffer_size = limits.max_buffer_size.min(b.max(limits.max_uniform_buffer_binding_size as u64));
+        }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("webdistill"),
@@ -321,6 +330,17 @@ impl Context {
             });
             Ok(out)
         }
+    }
+
+    /// Why the device was lost, once it is (the browser reports it a moment after the fact).
+    pub fn lost(&self) -> Option<String> {
+        self.sink.lost.lock().unwrap().clone()
+    }
+
+    /// Destroy the device on purpose (`why` is what later errors will say).
+    pub fn destroy(&self, why: &str) {
+        self.sink.set_lost(why.to_string());
+        self.device.destroy();
     }
 
     /// A GPU error while `what` ran, saying so first when the cause is a lost device (a

@@ -256,7 +256,7 @@ fn train_epoch(r: &mut Run, progress: &mut dyn Progress, mut sums: EpochSums, sa
 fn lose_device_for_tests(r: &Run) {
     if let Some(n) = std::env::var("WEBDISTILL_LOSE_DEVICE_AT_STEP").ok().and_then(|v| v.parse::<usize>().ok()) {
         if r.step >= n {
-            r.ctx.device.destroy();
+            r.ctx.destroy(&format!("destroyed at step {n} by WEBDISTILL_LOSE_DEVICE_AT_STEP"));
         }
     }
 }

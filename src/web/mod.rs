@@ -67,6 +67,8 @@ struct Probe {
 struct InitOptions {
     /// "tiled", "register" or "register-scalar": overrides the kernel choice.
     matmul: Option<String>,
+    /// Ask for a device with storage bindings of at most this many MiB (a small GPU's limits).
+    max_binding_mib: Option<f64>,
 }
 
 /// A JS `Error` named `name` carrying `msg`.
@@ -184,7 +186,8 @@ pub async fn init(options: JsValue) -> Result<JsValue, JsValue> {
     let ctx = match CTX.with(|c| c.borrow().clone()) {
         Some(c) => c,
         None => {
-            let ctx = Context::new_async(ContextOptions::default()).await.map_err(|e| match e {
+            let copts = ContextOptions { max_storage_binding: opts.max_binding_mib.map(|m| (m * 1048576.0) as u64), ..Default::default() };
+            let ctx = Context::new_async(copts).await.map_err(|e| match e {
                 Error::NoAdapter { .. } => js_error("NoAdapterError", &format!("No WebGPU adapter was granted. {ENABLE_HINT}")),
                 e => to_js(e),
             })?;
@@ -221,6 +224,22 @@ pub async fn init(options: JsValue) -> Result<JsValue, JsValue> {
         "maxInvocationsPerWorkgroup": l.max_compute_invocations_per_workgroup,
         "version": version(),
     }))
+}
+
+/// Destroy the GPU device (what a driver reset or an unplugged GPU does to a page): every
+/// later call rejects with a `GpuError` that says the device was lost. For the page's tests
+/// and for hosts that want the GPU's memory back at once; reload to start again.
+#[wasm_bindgen(js_name = destroyDevice)]
+pub fn destroy_device() -> Result<(), JsValue> {
+    context()?.destroy("destroyed by destroyDevice()");
+    Ok(())
+}
+
+/// Why the GPU device was lost, or `undefined` while it is fine. The browser reports a loss a
+/// moment after the call that first failed because of it, so the page asks again after errors.
+#[wasm_bindgen(js_name = deviceLost)]
+pub fn device_lost() -> Option<String> {
+    CTX.with(|c| c.borrow().as_ref().and_then(|c| c.lost()))
 }
 
 /// Run the fixed self-test plan (`webdistill selftest --json` natively) and resolve to
