@@ -1,6 +1,7 @@
 fn main() {
     #[cfg(not(target_arch = "wasm32"))]
     {
+        die_quietly_on_a_closed_pipe();
         let runtime_dir = quiet_mesa_without_runtime_dir();
         let result = webdistill::cli::main();
         if let Some(d) = runtime_dir {
@@ -29,3 +30,16 @@ fn quiet_mesa_without_runtime_dir() -> Option<std::path::PathBuf> {
     unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
     Some(dir)
 }
+
+/// `webdistill predict ... | head` closes the pipe early; Rust ignores SIGPIPE, so the next
+/// print would panic. Restore the default (end quietly, as other command-line tools do).
+#[cfg(unix)]
+fn die_quietly_on_a_closed_pipe() {
+    // SAFETY: first statement of main, single-threaded; SIG_DFL is always a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(all(not(unix), not(target_arch = "wasm32")))]
+fn die_quietly_on_a_closed_pipe() {}
