@@ -232,7 +232,12 @@ pub fn info(ctx: &Context) {
         l.max_compute_invocations_per_workgroup,
         l.max_storage_buffers_per_shader_stage
     );
-    println!("kernels: matmul {}, serial rows up to {}", ctx.profile.matmul.name(), ctx.profile.serial_row_max);
+    println!(
+        "kernels: {} profile, matmul {}, serial rows up to {}",
+        if ctx.profile.software { "software" } else { "gpu" },
+        ctx.profile.matmul.name(),
+        ctx.profile.serial_row_max
+    );
 }
 
 pub fn main() -> Result<()> {

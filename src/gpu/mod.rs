@@ -92,6 +92,9 @@ impl MatmulVariant {
 /// Kernel choices made once per adapter.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelProfile {
+    /// Kernel choices for a software adapter (barriers expensive, lanes serial): reductions
+    /// stay in one thread where a GPU would use a workgroup.
+    pub software: bool,
     pub matmul: MatmulVariant,
     /// Prefer one thread per row over a workgroup reduction for rows up to this length.
     pub serial_row_max: usize,
@@ -105,12 +108,22 @@ pub struct KernelProfile {
 impl KernelProfile {
     pub fn for_adapter(report: &AdapterReport) -> Self {
         let bounds_checks = report.backend != "Vulkan";
+        // `WEBDISTILL_PROFILE=gpu` gives a software adapter every choice a real GPU gets (and
+        // `software` the reverse), so CI checks the real-GPU kernels end to end on lavapipe.
+        #[cfg(not(target_arch = "wasm32"))]
+        let software = match std::env::var("WEBDISTILL_PROFILE").as_deref() {
+            Ok("gpu") => false,
+            Ok("software") => true,
+            _ => report.software,
+        };
+        #[cfg(target_arch = "wasm32")]
+        let software = report.software;
         // Mutated only by the native overrides below.
         #[allow(unused_mut)]
-        let mut p = if report.software {
-            KernelProfile { matmul: MatmulVariant::Register, serial_row_max: 4096, bounds_checks }
+        let mut p = if software {
+            KernelProfile { software, matmul: MatmulVariant::Register, serial_row_max: 4096, bounds_checks }
         } else {
-            KernelProfile { matmul: MatmulVariant::Tiled, serial_row_max: 256, bounds_checks }
+            KernelProfile { software, matmul: MatmulVariant::Tiled, serial_row_max: 256, bounds_checks }
         };
         // An override for benchmarks and for users who know their adapter better.
         #[cfg(not(target_arch = "wasm32"))]

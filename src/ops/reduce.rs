@@ -54,8 +54,7 @@ fn reduce_params(shape: &[usize], axes: &[usize], scale: f32) -> (Params, usize,
 
 /// Whether a reduction of `r` elements into `n_out` outputs should use a workgroup per output.
 pub(crate) fn wide_reduction(l: &Lowering, r: usize, n_out: usize) -> bool {
-    let software = l.ctx.adapter.software;
-    if software { n_out < 8 && r >= 256 } else { r > l.profile().serial_row_max || (r >= 1024 && n_out < 2048) }
+    if l.profile().software { n_out < 8 && r >= 256 } else { r > l.profile().serial_row_max || (r >= 1024 && n_out < 2048) }
 }
 
 /// f64 reference: reduce `x` over `axes` with `f` (returns values and argmax indices).
