@@ -19,8 +19,9 @@ pub fn maybe_gunzip<'a>(bytes: &'a [u8], name: &str) -> Result<Cow<'a, [u8]>> {
     }
 }
 
-/// Header of an IDX file: (dimensions, offset of the data).
-fn idx_header(b: &[u8], name: &str, want_dims: u8, what: &str) -> Result<(Vec<usize>, usize)> {
+/// Magic, dimensions and data size of an IDX header: (dimensions, offset of the data, bytes
+/// of data it promises). `b` may be just the header.
+fn idx_dims(b: &[u8], name: &str, want_dims: u8, what: &str) -> Result<(Vec<usize>, usize, usize)> {
     let want = 0x0800 | want_dims as u32;
     if b.len() < 4 {
         return Err(Error::file(name, format!("truncated: {} bytes, an IDX file starts with a 4-byte magic number", b.len())));
@@ -41,7 +42,16 @@ fn idx_header(b: &[u8], name: &str, want_dims: u8, what: &str) -> Result<(Vec<us
     if dims.contains(&0) {
         return Err(Error::file(name, format!("IDX dimensions {dims:?} contain a zero")));
     }
-    let data: usize = dims.iter().product();
+    let data = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| {
+        let exact = dims.iter().map(|&d| d as u128).product::<u128>();
+        Error::file(name, format!("the header promises {dims:?} = {exact} bytes of data, more than any file can hold"))
+    })?;
+    Ok((dims, head, data))
+}
+
+/// Header of an IDX file: (dimensions, offset of the data), checked against the file's size.
+fn idx_header(b: &[u8], name: &str, want_dims: u8, what: &str) -> Result<(Vec<usize>, usize)> {
+    let (dims, head, data) = idx_dims(b, name, want_dims, what)?;
     let have = b.len() - head;
     if have < data {
         return Err(Error::file(name, format!("truncated: the header promises {dims:?} = {data} bytes of data, the file has {have}")));
@@ -52,16 +62,51 @@ fn idx_header(b: &[u8], name: &str, want_dims: u8, what: &str) -> Result<(Vec<us
     Ok((dims, head))
 }
 
+/// No deflate stream decodes to more than this many times its size (a 258-byte match per
+/// code of about 2 bits).
+const DEFLATE_MAX_RATIO: usize = 1032;
+
+/// An IDX file's bytes, gunzipped if they are gzip. The header is decoded first and what it
+/// promises checked against what that much gzip data can hold, so a header promising 2^40
+/// bytes is refused before anything is allocated; then no more than the promised bytes (and
+/// one, to tell that there are more) are decoded.
+fn idx_bytes<'a>(bytes: &'a [u8], name: &str, want_dims: u8, what: &str) -> Result<Cow<'a, [u8]>> {
+    if !(bytes.len() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b) {
+        return Ok(Cow::Borrowed(bytes));
+    }
+    let corrupt = |e: std::io::Error| Error::file(name, format!("truncated or corrupt gzip data ({e})"));
+    let mut gz = flate2::read::GzDecoder::new(bytes);
+    let head = 4 + 4 * want_dims as usize;
+    let mut out = Vec::with_capacity(head);
+    (&mut gz).take(head as u64).read_to_end(&mut out).map_err(corrupt)?;
+    let (dims, _, data) = idx_dims(&out, name, want_dims, what)?;
+    let most = DEFLATE_MAX_RATIO.saturating_mul(bytes.len());
+    if data > most {
+        return Err(Error::file(
+            name,
+            format!(
+                "the header promises {dims:?} = {data} bytes of data, more than {} bytes of gzip data can hold (at most {most})",
+                bytes.len()
+            ),
+        ));
+    }
+    gz.take(data as u64 + 1).read_to_end(&mut out).map_err(corrupt)?;
+    if out.len() > head + data {
+        return Err(Error::file(name, format!("malformed: the gzip data holds more than the {dims:?} = {data} bytes the header promises")));
+    }
+    Ok(Cow::Owned(out))
+}
+
 /// IDX images (magic 0x00000803, `.gz` or raw): (n, h, w, pixels).
 pub fn parse_idx_images(bytes: &[u8], name: &str) -> Result<(usize, usize, usize, Vec<u8>)> {
-    let b = maybe_gunzip(bytes, name)?;
+    let b = idx_bytes(bytes, name, 3, "images")?;
     let (d, off) = idx_header(&b, name, 3, "images")?;
     Ok((d[0], d[1], d[2], b[off..].to_vec()))
 }
 
 /// IDX labels (magic 0x00000801, `.gz` or raw).
 pub fn parse_idx_labels(bytes: &[u8], name: &str) -> Result<Vec<u32>> {
-    let b = maybe_gunzip(bytes, name)?;
+    let b = idx_bytes(bytes, name, 1, "labels")?;
     let (_, off) = idx_header(&b, name, 1, "labels")?;
     Ok(b[off..].iter().map(|&v| v as u32).collect())
 }
@@ -130,18 +175,86 @@ pub fn parse_cifar100(bytes: &[u8], name: &str, coarse: bool) -> Result<(Vec<u8>
     if coarse { parse_cifar(bytes, name, 2, 0, 20, "CIFAR-100") } else { parse_cifar(bytes, name, 2, 1, 100, "CIFAR-100") }
 }
 
+/// The largest image [`decode_image`] takes: 16384 pixels a side and 64 megapixels (a
+/// header promising more is refused before anything is allocated for it), and no side longer
+/// than 16384 pixels once the shorter one is resized.
+pub const MAX_IMAGE_SIDE: u32 = 16384;
+pub const MAX_IMAGE_PIXELS: u64 = 1 << 26;
+/// What the image decoders may allocate (a 64-megapixel RGBA image of 16-bit samples).
+const MAX_DECODE_BYTES: u64 = 512 << 20;
+
+/// A PNG's palettes (PLTE chunks) must hold whole RGB entries, at most 256: the png crate
+/// (0.18.1) indexes past the end of one that does not (a panic), so it is refused here first.
+fn check_png_palette(bytes: &[u8], name: &str) -> Result<()> {
+    if !bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return Ok(());
+    }
+    let mut at = 8usize;
+    while let Some(head) = at.checked_add(8).and_then(|end| bytes.get(at..end)) {
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        if &head[4..8] == b"PLTE" && (len % 3 != 0 || len > 768) {
+            return Err(Error::file(
+                name,
+                format!("cannot decode image: its palette (PLTE) has {len} bytes, not whole RGB entries (3 bytes each, at most 256)"),
+            ));
+        }
+        at = at.saturating_add(12).saturating_add(len);
+    }
+    Ok(())
+}
+
 /// Decode a PNG or JPEG, resize its shorter side to `size` (bilinear), centre-crop to
 /// `size` x `size`, and return CHW bytes with `channels` (1: luma, 3: RGB).
 pub fn decode_image(bytes: &[u8], name: &str, size: usize, channels: usize) -> Result<Vec<u8>> {
     use image::imageops::{self, FilterType};
-    let img = image::load_from_memory(bytes).map_err(|e| Error::file(name, format!("cannot decode image: {e}")))?;
-    let (w, h) = (img.width() as usize, img.height() as usize);
+    use image::{ImageDecoder, ImageReader, Limits};
+    if channels != 1 && channels != 3 {
+        return Err(Error::BadInput { tensor: name.into(), msg: format!("image folders load 1 or 3 channels, not {channels}") });
+    }
+    if size == 0 || size > 4096 {
+        return Err(Error::BadInput { tensor: name.into(), msg: format!("the image size must be 1 to 4096, not {size}") });
+    }
+    let cannot = |e: image::ImageError| Error::file(name, format!("cannot decode image: {e}"));
+    check_png_palette(bytes, name)?;
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    let mut reader = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| cannot(e.into()))?;
+    reader.limits(limits.clone());
+    // The header alone: its size is checked before the pixels get a buffer.
+    let mut decoder = reader.into_decoder().map_err(cannot)?;
+    let (w, h) = decoder.dimensions();
+    let too_large = || {
+        Error::file(
+            name,
+            format!(
+                "image of {w} x {h} pixels is too large to decode (at most {MAX_IMAGE_SIDE} pixels a side and {} megapixels)",
+                MAX_IMAGE_PIXELS >> 20
+            ),
+        )
+    };
+    if w == 0 || h == 0 || w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE || w as u64 * h as u64 > MAX_IMAGE_PIXELS {
+        return Err(too_large());
+    }
+    let (w, h) = (w as usize, h as usize);
     let s = size as u32;
     let (nw, nh) = if w <= h {
         (s, ((h * size) as f64 / w as f64).round().max(1.0) as u32)
     } else {
         (((w * size) as f64 / h as f64).round().max(1.0) as u32, s)
     };
+    if nw.max(nh) > MAX_IMAGE_SIDE {
+        return Err(Error::file(
+            name,
+            format!(
+                "image of {w} x {h} pixels is too elongated: resizing its shorter side to {size} makes it {nw} x {nh}, more than {MAX_IMAGE_SIDE} pixels long"
+            ),
+        ));
+    }
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.reserve(decoder.total_bytes()).map_err(|_| too_large())?;
+    decoder.set_limits(limits).map_err(cannot)?;
+    let img = image::DynamicImage::from_decoder(decoder).map_err(cannot)?;
     let crop = |nw: u32, nh: u32| ((nw - s) / 2, (nh - s) / 2);
     match channels {
         1 => {
@@ -414,5 +527,97 @@ pub mod native {
             train: Dataset::new(&format!("{tag}/train"), px, lab, 3, 32, 32, names.clone())?,
             test: Dataset::new(&format!("{tag}/test"), tpx, tlab, 3, 32, 32, names)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gz(b: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(b).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
+        let mut b = vec![0, 0, 8, dims.len() as u8];
+        dims.iter().for_each(|d| b.extend(d.to_be_bytes()));
+        b.extend_from_slice(data);
+        b
+    }
+
+    fn png(w: u32, h: u32, color: u8, plte: &[u8], idat: &[u8]) -> Vec<u8> {
+        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut chunk = |kind: &[u8], data: &[u8]| {
+            let mut c = flate2::Crc::new();
+            c.update(kind);
+            c.update(data);
+            out.extend((data.len() as u32).to_be_bytes());
+            out.extend_from_slice(kind);
+            out.extend_from_slice(data);
+            out.extend(c.sum().to_be_bytes());
+        };
+        let mut ihdr = [w.to_be_bytes(), h.to_be_bytes()].concat();
+        ihdr.extend([8, color, 0, 0, 0]);
+        chunk(b"IHDR", &ihdr);
+        if !plte.is_empty() {
+            chunk(b"PLTE", plte);
+        }
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(idat).unwrap();
+        chunk(b"IDAT", &z.finish().unwrap());
+        chunk(b"IEND", &[]);
+        out
+    }
+
+    #[test]
+    fn idx_dimensions_whose_product_overflows_are_refused() {
+        // 2^31 x 2^31 x 4 wraps to 0 in 64 bits: it used to pass as an empty file.
+        let b = idx(&[1 << 31, 1 << 31, 4], &[]);
+        let e = parse_idx_images(&b, "imgs").unwrap_err().to_string();
+        assert!(e.contains("[2147483648, 2147483648, 4] = 18446744073709551616 bytes") && e.contains("more than any file"), "{e}");
+    }
+
+    #[test]
+    fn gzip_idx_is_checked_against_its_header_before_it_is_decoded() {
+        // A header promising 2^40 bytes from a few dozen bytes of gzip: refused up front.
+        let huge = gz(&idx(&[1 << 16, 1 << 16, 256], &[0; 100]));
+        let e = parse_idx_images(&huge, "imgs.gz").unwrap_err().to_string();
+        assert!(e.contains("[65536, 65536, 256] = 1099511627776 bytes") && e.contains("bytes of gzip data can hold"), "{e}");
+        // One label promised, a megabyte of zeros after it: decoding stops past the promise.
+        let mut long = idx(&[1], &[3]);
+        long.extend(vec![0; 1 << 20]);
+        let e = parse_idx_labels(&gz(&long), "labels.gz").unwrap_err().to_string();
+        assert!(e.contains("holds more than the [1] = 1 bytes the header promises"), "{e}");
+        // The good file still reads, and wrong ones keep their messages.
+        assert_eq!(parse_idx_labels(&gz(&idx(&[3], &[0, 9, 4])), "labels.gz").unwrap(), vec![0, 9, 4]);
+        let e = parse_idx_labels(&gz(&idx(&[3], &[0, 9])), "labels.gz").unwrap_err().to_string();
+        assert!(e.contains("promises [3] = 3 bytes of data, the file has 2"), "{e}");
+    }
+
+    #[test]
+    fn image_headers_promising_too_much_are_refused_before_decoding() {
+        // 100000 x 100000 grey pixels promised by a 70-byte PNG.
+        let e = decode_image(&png(100_000, 100_000, 0, &[], &[0; 10]), "big.png", 32, 3).unwrap_err().to_string();
+        assert!(e.contains("big.png") && e.contains("100000 x 100000 pixels is too large"), "{e}");
+        // Within 16384 a side, but 128 megapixels.
+        let e = decode_image(&png(16384, 8192, 0, &[], &[0; 10]), "wide.png", 32, 1).unwrap_err().to_string();
+        assert!(e.contains("16384 x 8192 pixels is too large") && e.contains("64 megapixels"), "{e}");
+        // A 1 x 4000 strip resized to 32 wide would be 128000 pixels tall.
+        let strip = png(1, 4000, 0, &[], &vec![0; 2 * 4000]);
+        let e = decode_image(&strip, "strip.png", 32, 1).unwrap_err().to_string();
+        assert!(e.contains("1 x 4000 pixels is too elongated") && e.contains("32 x 128000"), "{e}");
+        assert_eq!(decode_image(&strip, "strip.png", 1, 1).unwrap().len(), 1);
+        assert!(decode_image(&strip, "strip.png", 0, 1).unwrap_err().to_string().contains("must be 1 to 4096"));
+    }
+
+    #[test]
+    fn a_palette_of_partial_entries_is_an_error_not_a_panic() {
+        // 109 bytes: 36 entries and a byte (png 0.18.1 reads 3 bytes there and panics).
+        let e = decode_image(&png(2, 2, 3, &[7; 109], &[0, 0, 0, 0, 0, 0]), "pal.png", 2, 3).unwrap_err().to_string();
+        assert!(e.contains("pal.png") && e.contains("palette (PLTE) has 109 bytes"), "{e}");
+        assert_eq!(decode_image(&png(2, 2, 3, &[7; 6], &[0, 0, 1, 0, 1, 0]), "pal.png", 2, 3).unwrap(), vec![7; 12]);
     }
 }

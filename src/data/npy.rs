@@ -7,7 +7,13 @@ use std::path::Path;
 /// Read a float32 C-order `.npy` as (shape, values).
 pub fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::file(path, e))?;
-    let npy = npyz::NpyFile::new(&bytes[..]).map_err(|e| Error::file(path, format!("not a .npy file: {e}")))?;
+    parse_npy(&bytes, &path.display().to_string())
+}
+
+/// [`read_npy`] of a file's bytes; `path` names it in errors.
+pub fn parse_npy(bytes: &[u8], path: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+    check_header(bytes, path)?;
+    let npy = npyz::NpyFile::new(bytes).map_err(|e| Error::file(path, format!("not a .npy file: {e}")))?;
     if npy.order() != npyz::Order::C {
         return Err(Error::file(path, "array is in Fortran order; save it in C order (np.ascontiguousarray)"));
     }
@@ -22,7 +28,7 @@ pub fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     // Check the size the header promises against the bytes present before reading, so a
     // header that claims 2^40 values is refused without allocating for them.
     let promised = shape.iter().try_fold(4u128, |acc, &d| acc.checked_mul(d as u128)).unwrap_or(u128::MAX);
-    let present = (bytes.len() - header_len(&bytes)) as u128;
+    let present = (bytes.len() - header_len(bytes)) as u128;
     if promised != present {
         return Err(Error::file(
             path,
@@ -33,6 +39,75 @@ pub fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     }
     let data = npy.into_vec::<f32>().map_err(|e| Error::file(path, format!("reading the float32 values: {e}")))?;
     Ok((shape, data))
+}
+
+/// What npyz would trust before reading the header: its length field (npyz allocates that
+/// many bytes first) against the file's size; the nesting of brackets (its parser takes time
+/// exponential in the depth of unclosed ones: 200 of them never finish); and the shape's
+/// product (npyz multiplies the dimensions unchecked) against 64 bits, where every unquoted
+/// integer of the header counts, with zeros as ones: no product of the dimensions, in any
+/// order, is larger.
+fn check_header(bytes: &[u8], path: &str) -> Result<()> {
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Ok(()); // npyz reports it
+    }
+    let (declared, start) = if bytes[6] == 1 {
+        (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
+    } else if bytes.len() >= 12 {
+        (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+    } else {
+        return Ok(());
+    };
+    if declared > bytes.len() - start {
+        return Err(Error::file(
+            path,
+            format!("not a .npy file: its header length is {declared} bytes, but only {} bytes follow", bytes.len() - start),
+        ));
+    }
+    let text = &bytes[start..start + declared];
+    const MAX_DEPTH: usize = 8;
+    let (mut depth, mut product) = (0usize, 1u64);
+    let mut quote = None;
+    let mut i = 0;
+    while i < text.len() {
+        let c = text[i];
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == b'\'' || c == b'"' => quote = Some(c),
+            None if matches!(c, b'(' | b'[' | b'{') => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(Error::file(
+                        path,
+                        format!("not a .npy file: its header nests brackets more than {MAX_DEPTH} deep (a NumPy header nests 2)"),
+                    ));
+                }
+            }
+            None if matches!(c, b')' | b']' | b'}') => depth = depth.saturating_sub(1),
+            None if c.is_ascii_digit() && (i == 0 || !(text[i - 1].is_ascii_alphanumeric() || text[i - 1] == b'_')) => {
+                let end = text[i..].iter().position(|b| !(b.is_ascii_alphanumeric() || *b == b'_')).map_or(text.len(), |n| i + n);
+                let lit: String = text[i..end].iter().filter(|&&b| b != b'_').map(|&b| b as char).collect::<String>().to_lowercase();
+                let value = match lit.get(..2) {
+                    Some("0x") => u128::from_str_radix(&lit[2..], 16),
+                    Some("0o") => u128::from_str_radix(&lit[2..], 8),
+                    Some("0b") => u128::from_str_radix(&lit[2..], 2),
+                    _ => lit.trim_end_matches('l').parse::<u128>(),
+                };
+                // Literals past 64 bits npyz refuses itself.
+                if let Ok(v) = value.map(|v| u64::try_from(v).unwrap_or(1).max(1)) {
+                    product = product.checked_mul(v).ok_or_else(|| {
+                        Error::file(path, "not a .npy file: the shape in its header has more than 2^64 elements".to_string())
+                    })?;
+                }
+                i = end;
+                continue;
+            }
+            None => {}
+        }
+        i += 1;
+    }
+    Ok(())
 }
 
 /// Bytes before the data: magic (6), version (2), header length (2 in version 1, 4 after), header.
@@ -49,7 +124,7 @@ fn header_len(bytes: &[u8]) -> usize {
 fn dtype_name(descr: &str) -> String {
     let (order, rest) = descr.split_at(descr.len().min(1));
     let (kind, size) = rest.split_at(rest.len().min(1));
-    let bits = size.parse::<usize>().map(|b| (b * 8).to_string()).unwrap_or_default();
+    let bits = size.parse::<usize>().ok().and_then(|b| b.checked_mul(8)).map(|b| b.to_string()).unwrap_or_default();
     let name = match kind {
         "f" => format!("float{bits}"),
         "i" => format!("int{bits}"),
@@ -95,6 +170,9 @@ mod tests {
         assert!(e.contains("dtype is float64, expected float32") && !e.contains("TypeStr"), "{e}");
         let e = read("u8", &npy_bytes("|u1", "(2,)", &[0; 2])).unwrap_err().to_string();
         assert!(e.contains("dtype is uint8"), "{e}");
+        // A size whose bits overflow (the name was computed with an unchecked multiply).
+        let e = read("wide", &npy_bytes("|V9223372036854775807", "(2,)", &[0; 2])).unwrap_err().to_string();
+        assert!(e.contains("dtype is '|V9223372036854775807', expected float32"), "{e}");
 
         // A float32 header that promises more than the file holds: a size problem, not a dtype one.
         let e = read("short", &npy_bytes("<f4", "(3, 2)", &vals)).unwrap_err().to_string();
@@ -102,6 +180,26 @@ mod tests {
         // 2^40 promised values are refused by arithmetic, not by an allocation.
         let e = read("huge", &npy_bytes("<f4", "(1099511627776,)", &vals)).unwrap_err().to_string();
         assert!(e.contains("4398046511104 bytes"), "{e}");
+    }
+
+    #[test]
+    fn headers_npyz_would_trust_are_checked_first() {
+        // A header length of 4 GiB in a 12-byte file (npyz allocated it before reading).
+        let e = parse_npy(b"\x93NUMPY\x02\x00\xff\xff\xff\xff", "big.npy").unwrap_err().to_string();
+        assert!(e.contains("big.npy") && e.contains("header length is 4294967295 bytes, but only 0 bytes follow"), "{e}");
+        // A shape of 2^64 elements (npyz multiplies it unchecked: a panic with overflow checks).
+        let e = parse_npy(&npy_bytes("<f4", "(4294967296, 4294967296)", &[]), "wide.npy").unwrap_err().to_string();
+        assert!(e.contains("more than 2^64 elements"), "{e}");
+        let e = parse_npy(&npy_bytes("<f4", "(0x100000000, 0, 4_294_967_296)", &[]), "wide.npy").unwrap_err().to_string();
+        assert!(e.contains("more than 2^64 elements"), "{e}");
+        // 200 unclosed brackets (npyz's parser never finished).
+        let e = parse_npy(&npy_bytes("<f4", &"[".repeat(200), &[]), "deep.npy").unwrap_err().to_string();
+        assert!(e.contains("nests brackets more than 8 deep"), "{e}");
+        // Numbers inside strings are not dimensions; a large but honest shape still reads.
+        let vals: Vec<u8> = [1.0f32; 6].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(parse_npy(&npy_bytes("<f4", "(2, 3)", &vals), "ok.npy").unwrap().0, vec![2, 3]);
+        let e = parse_npy(&npy_bytes("<f4", "(4294967296, 4294967295)", &[]), "big.npy").unwrap_err().to_string();
+        assert!(e.contains("the header promises shape [4294967296, 4294967295]"), "{e}");
     }
 }
 
