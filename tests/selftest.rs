@@ -128,6 +128,10 @@ fn distill_session_steps_report_their_loss_terms() {
     let mut mlp = session::create(&ctx, "mlp", &serde_json::json!({}), &Assets::new()).unwrap();
     let json = serde_json::to_value(run(&mut mlp, 1)).unwrap();
     assert!(json.get("terms").is_none(), "{json}");
+    // Sizes that would overflow or fill the memory are refused before anything is made.
+    let huge = serde_json::json!({ "classes": 1u64 << 40, "train_per_class": 1u64 << 40 });
+    let e = session::create(&ctx, "mlp", &huge, &Assets::new()).err().unwrap().to_string();
+    assert!(e.contains("more than the 10000000 a toy session makes"), "{e}");
 }
 
 #[test]

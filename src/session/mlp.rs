@@ -115,6 +115,15 @@ impl MlpSession {
                 "MLP session: classes must be >= 2 and train_per_class, test_per_class, hidden, layers and batch >= 1 (got {c:?})"
             )));
         }
+        // The spirals are made on the CPU: refuse sizes that would overflow or not fit first.
+        const MAX_POINTS: usize = 10_000_000;
+        let points = c.train_per_class.checked_add(c.test_per_class).and_then(|p| p.checked_mul(c.classes));
+        if points.is_none_or(|p| p > MAX_POINTS) {
+            return Err(Error::usage(format!(
+                "MLP session: {} classes x ({} + {}) points is more than the {MAX_POINTS} a toy session makes",
+                c.classes, c.train_per_class, c.test_per_class
+            )));
+        }
         if c.batch > c.classes * c.train_per_class {
             return Err(Error::usage(format!(
                 "MLP session: batch {} is larger than the training set ({})",
