@@ -6,19 +6,6 @@ use crate::error::{Error, Result};
 use std::borrow::Cow;
 use std::io::Read;
 
-/// Gunzip `bytes` if they start with the gzip magic (1f 8b); otherwise borrow them.
-pub fn maybe_gunzip<'a>(bytes: &'a [u8], name: &str) -> Result<Cow<'a, [u8]>> {
-    if bytes.len() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(bytes)
-            .read_to_end(&mut out)
-            .map_err(|e| Error::file(name, format!("truncated or corrupt gzip data ({e})")))?;
-        Ok(Cow::Owned(out))
-    } else {
-        Ok(Cow::Borrowed(bytes))
-    }
-}
-
 /// Magic, dimensions and data size of an IDX header: (dimensions, offset of the data, bytes
 /// of data it promises). `b` may be just the header.
 fn idx_dims(b: &[u8], name: &str, want_dims: u8, what: &str) -> Result<(Vec<usize>, usize, usize)> {
