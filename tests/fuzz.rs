@@ -82,7 +82,7 @@ fn card() {
 /// One file through one harness: `WEBDISTILL_FUZZ_REPLAY=HARNESS:FILE cargo test --test fuzz
 /// replay -- --ignored --nocapture` prints its outcome, peak allocation, bound and time.
 #[test]
-#[ignore]
+#[ignore = "a tool, not a check: replays the file WEBDISTILL_FUZZ_REPLAY names"]
 fn replay() {
     engine::replay(&[
         binary::idx_harness(),

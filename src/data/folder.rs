@@ -96,7 +96,8 @@ pub enum Added {
     Bad,
 }
 
-fn is_image(path: &str) -> bool {
+/// Whether a file name is one an image folder reads (.png, .jpg, .jpeg, any case).
+pub fn is_image(path: &str) -> bool {
     let ext = path.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
     matches!(ext.as_str(), "png" | "jpg" | "jpeg")
 }
@@ -203,8 +204,13 @@ impl FolderBuilder {
     /// Classes, counts and bad files so far.
     pub fn summary(&self) -> FolderSummary {
         let (names, order) = self.assign();
+        self.summary_of(&names, &order)
+    }
+
+    /// The summary of an [`Self::assign`]ed order.
+    fn summary_of(&self, names: &[String], order: &[(usize, bool, &Image)]) -> FolderSummary {
         let mut classes: Vec<ClassCount> = names.iter().map(|n| ClassCount { name: n.clone(), train: 0, val: 0 }).collect();
-        for &(c, held, _) in &order {
+        for &(c, held, _) in order {
             if held { classes[c].val += 1 } else { classes[c].train += 1 }
         }
         let train = classes.iter().map(|c| c.train).sum();
@@ -230,6 +236,12 @@ impl FolderBuilder {
     /// `skip_bad`), no images, one class, a held-out class the training split lacks, or
     /// nothing held out.
     pub fn check(&self, skip_bad: bool) -> Result<()> {
+        let (names, order) = self.assign();
+        self.check_order(skip_bad, &names, &order)
+    }
+
+    /// [`Self::check`] of an [`Self::assign`]ed order (`finish` assigns once for both).
+    fn check_order(&self, skip_bad: bool, names: &[String], order: &[(usize, bool, &Image)]) -> Result<()> {
         let what = |msg: String| Error::BadInput { tensor: format!("image folder '{}'", self.name), msg };
         if !self.bad.is_empty() && !skip_bad {
             let list: Vec<String> = self.bad.iter().take(10).map(|b| format!("{}: {}", b.file, b.error)).collect();
@@ -247,7 +259,6 @@ impl FolderBuilder {
                 return Err(what(format!("held-out class '{}' is not among the training classes in train/", im.class)));
             }
         }
-        let (names, order) = self.assign();
         if order.is_empty() {
             return Err(what(format!(
                 "no images: it needs one subfolder of PNG/JPEG images per class (CLASS/FILE.png){}",
@@ -261,11 +272,11 @@ impl FolderBuilder {
         if names.len() < 2 {
             return Err(what(format!("only one class ('{}'): a classifier needs two or more class folders", names[0])));
         }
-        let summary = self.summary();
-        if summary.val == 0 {
+        if !order.iter().any(|&(_, held, _)| held) {
             return Err(what(format!(
                 "nothing is held out: {} image(s) with a held-out fraction of {} leave no image for evaluation; raise --val-split or add images",
-                summary.images, self.opts.val_split
+                order.len(),
+                self.opts.val_split
             )));
         }
         Ok(())
@@ -273,9 +284,9 @@ impl FolderBuilder {
 
     /// The two splits, unless [`Self::check`] refuses them.
     pub fn finish(&self, skip_bad: bool) -> Result<(Splits, FolderSummary)> {
-        self.check(skip_bad)?;
         let (names, order) = self.assign();
-        let summary = self.summary();
+        self.check_order(skip_bad, &names, &order)?;
+        let summary = self.summary_of(&names, &order);
         let (c, s) = (self.opts.channels, self.opts.size);
         let mut px = [Vec::new(), Vec::new()];
         let mut lab = [Vec::new(), Vec::new()];

@@ -199,12 +199,7 @@ impl RunSession {
     }
 
     async fn model_file_async(&self) -> Result<Vec<u8>> {
-        let meta = BTreeMap::from([
-            ("model".to_string(), self.run.cfg.model.clone()),
-            ("adapter".to_string(), self.run.cfg.adapter.clone()),
-            ("format".to_string(), "pt".to_string()),
-            ("step".to_string(), self.run.step.to_string()),
-        ]);
+        let meta = BTreeMap::from([("step".to_string(), self.run.step.to_string())]);
         self.run.student_bytes(&meta).await
     }
 

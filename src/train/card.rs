@@ -82,9 +82,6 @@ impl ModelCard {
                 msg: format!("expected {c}x{h}x{h} = {} values, got {}", c * h * h, pixels.len()),
             });
         }
-        if s < h || self.mean.is_empty() || self.std.is_empty() {
-            return Err(Error::usage(format!("model card: input side {s} below the image side {h}, or no normalisation")));
-        }
         let pad = (s - h) / 2;
         let mut x = vec![0.0f32; c * s * s];
         for ch in 0..c {

@@ -85,13 +85,20 @@ pub fn predict(ctx: &Context, model: &str, weights: &Path, shape: &[usize], x: &
 
 /// The card of a student file: from `card` (a JSON file) if given, else the file's metadata.
 pub fn card_of(weights: &Path, card: Option<&Path>) -> Result<ModelCard> {
+    match card {
+        Some(_) => card_in(&[], weights, card),
+        None => card_in(&std::fs::read(weights).map_err(|e| Error::file(weights, e))?, weights, None),
+    }
+}
+
+/// [`card_of`] with the weights file's bytes already read.
+fn card_in(bytes: &[u8], weights: &Path, card: Option<&Path>) -> Result<ModelCard> {
     if let Some(p) = card {
         let s = std::fs::read_to_string(p).map_err(|e| Error::file(p, e))?;
         return ModelCard::from_json(&s, &p.display().to_string());
     }
-    let bytes = std::fs::read(weights).map_err(|e| Error::file(weights, e))?;
     let source = weights.display().to_string();
-    ModelCard::from_metadata(&checkpoint::metadata(&bytes, &source)?, &source)?.ok_or_else(|| {
+    ModelCard::from_metadata(&checkpoint::metadata(bytes, &source)?, &source)?.ok_or_else(|| {
         Error::file(
             weights,
             format!(
@@ -135,7 +142,7 @@ pub fn image_files(inputs: &[std::path::PathBuf]) -> Result<Vec<std::path::PathB
 }
 
 fn is_image(p: &Path) -> bool {
-    p.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+    p.file_name().and_then(|f| f.to_str()).is_some_and(crate::data::folder::is_image)
 }
 
 /// Eval-mode logits of a student for image files, prepared as its card says (decoded,
@@ -149,14 +156,15 @@ pub fn predict_images(
     files: &[std::path::PathBuf],
     batch: usize,
 ) -> Result<(Vec<usize>, Vec<f32>, ModelCard)> {
-    let card = card_of(weights, card)?;
+    let bytes = std::fs::read(weights).map_err(|e| Error::file(weights, e))?;
+    let card = card_in(&bytes, weights, card)?;
     let model = model.unwrap_or(&card.model).to_string();
     let mut x = Vec::with_capacity(files.len() * card.channels * card.input_size * card.input_size);
     for f in files {
         let bytes = std::fs::read(f).map_err(|e| Error::file(f, e))?;
         x.extend(card.image_input(&bytes, &f.display().to_string())?);
     }
-    let tensors = checkpoint::read(weights)?;
+    let tensors = checkpoint::parse(&bytes, &weights.display().to_string())?;
     let (shape, logits) = logits_of(ctx, &model, &tensors, weights, (files.len(), card.channels, card.input_size), &x, batch)?;
     if shape[1] != card.classes.len() {
         return Err(Error::file(weights, format!("gives {} logits but its card names {} classes", shape[1], card.classes.len())));
@@ -174,7 +182,6 @@ fn logits_of(
     x: &[f32],
     batch: usize,
 ) -> Result<(Vec<usize>, Vec<f32>)> {
-    let w = h;
     let entry = models::entry(model)?;
     let head = tensors.get(entry.head_weight).ok_or_else(|| {
         Error::file(
@@ -189,11 +196,11 @@ fn logits_of(
     checkpoint::load_into(&store, "", &tensors, &weights.display().to_string(), &LoadOptions::default())?;
     let b = batch.min(n).max(1);
     let mut g = Graph::new();
-    let xv = g.input("x", &[b, c, h, w])?;
+    let xv = g.input("x", &[b, c, h, h])?;
     let out = net.forward(&mut g, xv, Fwd::eval())?;
     g.keep(out.logits);
     let plan = Plan::compile(ctx, &g, &mut store, "predict")?;
-    let per = c * h * w;
+    let per = c * h * h;
     let mut logits = Vec::with_capacity(n * classes);
     for start in (0..n).step_by(b) {
         let rows = b.min(n - start);

@@ -195,6 +195,10 @@ struct Saver<'a> {
     dir: Option<&'a Path>,
     every: SaveEvery,
     last: Instant,
+    /// The crash tests' device loss: with `WEBDISTILL_LOSE_DEVICE_AT_STEP=N` in the environment
+    /// the device is destroyed once the run has passed step N (tests/crash.rs checks that the
+    /// CLI then stops with a clear error and the last checkpoint resumes).
+    lose_at: Option<usize>,
 }
 
 impl Saver<'_> {
@@ -245,32 +249,17 @@ fn train_epoch(r: &mut Run, progress: &mut dyn Progress, mut sums: EpochSums, sa
             return Err(Error::usage(format!("the loss diverged (NaN/inf) at step {}: lower --lr or add --clip-grad", r.step)));
         }
         saver.maybe_save(r, &sums)?;
-        lose_device_for_tests(r);
-    }
-    Ok(sums)
-}
-
-/// The crash tests' device loss: with `WEBDISTILL_LOSE_DEVICE_AT_STEP=N` in the environment the
-/// device is destroyed once the run has passed step N (tests/crash.rs checks that the CLI then
-/// stops with a clear error and the last checkpoint resumes); without it, nothing happens.
-fn lose_device_for_tests(r: &Run) {
-    if let Some(n) = std::env::var("WEBDISTILL_LOSE_DEVICE_AT_STEP").ok().and_then(|v| v.parse::<usize>().ok()) {
-        if r.step >= n {
-            r.ctx.destroy(&format!("destroyed at step {n} by WEBDISTILL_LOSE_DEVICE_AT_STEP"));
+        if saver.lose_at.is_some_and(|n| r.step >= n) {
+            r.ctx.destroy(&format!("destroyed after step {} by WEBDISTILL_LOSE_DEVICE_AT_STEP", r.step));
         }
     }
+    Ok(sums)
 }
 
 /// Write the epoch's checkpoints and records into `d`: the student (`last`, and `best` when it
 /// is the best so far), the resumable state, the metrics line, the epoch's loss chunks, the charts.
 fn save_epoch(r: &Run, d: &Path, rec: &EpochRecord, chunks: &[StepRecord], records: &[EpochRecord], best: bool, plot: bool) -> Result<()> {
-    let meta = BTreeMap::from([
-        ("model".to_string(), r.cfg.model.clone()),
-        ("adapter".to_string(), r.cfg.adapter.clone()),
-        ("format".to_string(), "pt".to_string()),
-        ("epoch".to_string(), rec.epoch.to_string()),
-        ("top1".to_string(), format!("{:.2}", rec.test_top1)),
-    ]);
+    let meta = BTreeMap::from([("epoch".to_string(), rec.epoch.to_string()), ("top1".to_string(), format!("{:.2}", rec.test_top1))]);
     let student = pollster::block_on(r.student_bytes(&meta))?;
     checkpoint::write_atomic(&d.join("last.safetensors"), &student)?;
     if best {
@@ -323,7 +312,8 @@ pub fn run_loop(r: &mut Run, dir: Option<&Path>, opts: &RunOptions, progress: &m
     let mut ips = 0.0f32;
     let mut last = EvalResult::default();
     let end_epoch = opts.stop_after.map(|n| (start_epoch + n).min(epochs)).unwrap_or(epochs);
-    let mut saver = Saver { dir, every: opts.save_every, last: Instant::now() };
+    let lose_at = std::env::var("WEBDISTILL_LOSE_DEVICE_AT_STEP").ok().and_then(|v| v.parse::<usize>().ok());
+    let mut saver = Saver { dir, every: opts.save_every, last: Instant::now(), lose_at };
     for epoch in start_epoch..end_epoch {
         progress.epoch_start(epoch + 1, epochs, spe);
         let t0 = Instant::now();
