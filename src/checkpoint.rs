@@ -172,7 +172,33 @@ fn serialize(items: &[Item], metadata: &BTreeMap<String, String>) -> Result<Vec<
         .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b).map_err(|e| Error::usage(format!("tensor '{n}': {e}")))?)))
         .collect::<Result<_>>()?;
     let meta: HashMap<String, String> = metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    safetensors::serialize(views, Some(meta)).map_err(|e| Error::usage(format!("serialising a checkpoint: {e}")))
+    let mut bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::usage(format!("serialising a checkpoint: {e}")))?;
+    sort_header(&mut bytes);
+    Ok(bytes)
+}
+
+/// Rewrite a safetensors header with its keys in sorted order. The crate writes the metadata
+/// from a `HashMap`, whose order changes from one process to the next, so the same weights
+/// and metadata would give different bytes; sorted, a file is a function of its contents. The
+/// same keys and values in another order have the same length, so the header is rewritten in
+/// place (its padding kept); anything unexpected leaves the bytes as they were.
+fn sort_header(bytes: &mut [u8]) {
+    let Some(n) = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize) else { return };
+    let Some(header) = bytes.get(8..8usize.saturating_add(n)) else { return };
+    let Ok(serde_json::Value::Object(top)) = serde_json::from_slice::<serde_json::Value>(header) else { return };
+    let mut sorted: BTreeMap<&str, serde_json::Value> = BTreeMap::new();
+    for (k, v) in &top {
+        let v = match v {
+            serde_json::Value::Object(m) => serde_json::to_value(m.iter().collect::<BTreeMap<_, _>>()).unwrap_or_else(|_| v.clone()),
+            v => v.clone(),
+        };
+        sorted.insert(k, v);
+    }
+    let Ok(text) = serde_json::to_string(&sorted) else { return };
+    if text.len() <= n {
+        bytes[8..8 + text.len()].copy_from_slice(text.as_bytes());
+        bytes[8 + text.len()..8 + n].fill(b' ');
+    }
 }
 
 /// Serialise the tensors under `prefix` (relative names) with metadata: a model checkpoint
@@ -277,4 +303,22 @@ mod crash_test {
 pub fn save(store: &Store, prefix: &str, path: &std::path::Path, metadata: &BTreeMap<String, String>) -> Result<()> {
     let bytes = pollster::block_on(to_bytes(store, prefix, metadata))?;
     write_atomic(path, &bytes)
+}
+
+#[cfg(test)]
+mod header_tests {
+    use super::*;
+
+    #[test]
+    fn the_same_tensors_and_metadata_give_the_same_bytes() {
+        let items: Vec<Item> = vec![("w".into(), Dtype::F32, vec![2], bytemuck::cast_slice(&[1.0f32, 2.0]).to_vec())];
+        let meta: BTreeMap<String, String> = (0..12).map(|i| (format!("key{i}"), format!("value {i}"))).collect();
+        // HashMaps of one process iterate in different orders: many serialisations, one result.
+        let first = serialize(&items, &meta).unwrap();
+        for _ in 0..20 {
+            assert!(serialize(&items, &meta).unwrap() == first, "checkpoint bytes depend on hash order");
+        }
+        assert_eq!(metadata(&first, "t").unwrap(), meta);
+        assert_eq!(parse(&first, "t").unwrap()["w"].data, vec![1.0, 2.0]);
+    }
 }

@@ -199,7 +199,7 @@ impl RunSession {
     }
 
     async fn model_file_async(&self) -> Result<Vec<u8>> {
-        let meta = BTreeMap::from([("step".to_string(), self.run.step.to_string())]);
+        let meta = BTreeMap::from([("adapter".to_string(), self.run.cfg.adapter.clone()), ("step".to_string(), self.run.step.to_string())]);
         self.run.student_bytes(&meta).await
     }
 

@@ -437,12 +437,12 @@ impl Run {
 
     /// The student as a PyTorch-compatible safetensors file (branches, heads and the EMA
     /// teacher excluded): it loads in `predict`, `eval`, `train --init` and `distill`.
-    /// Its metadata: the model, the adapter, `format: pt`, the student's card
-    /// ([`ModelCard::META_KEY`]) and `meta` (what the caller adds: epoch, accuracy, step).
+    /// Its metadata: the model, `format: pt`, the student's card ([`ModelCard::META_KEY`]) and
+    /// `meta` (what the caller adds: adapter, epoch, accuracy, step). The same weights on two
+    /// adapters give the same bytes unless the caller names the adapter.
     pub async fn student_bytes(&self, meta: &BTreeMap<String, String>) -> Result<Vec<u8>> {
         let mut meta = meta.clone();
         meta.insert("model".into(), self.cfg.model.clone());
-        meta.insert("adapter".into(), self.cfg.adapter.clone());
         meta.insert("format".into(), "pt".into());
         meta.insert(ModelCard::META_KEY.into(), self.card().to_json());
         checkpoint::to_bytes(&self.store, STUDENT, &meta).await

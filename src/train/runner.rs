@@ -259,7 +259,11 @@ fn train_epoch(r: &mut Run, progress: &mut dyn Progress, mut sums: EpochSums, sa
 /// Write the epoch's checkpoints and records into `d`: the student (`last`, and `best` when it
 /// is the best so far), the resumable state, the metrics line, the epoch's loss chunks, the charts.
 fn save_epoch(r: &Run, d: &Path, rec: &EpochRecord, chunks: &[StepRecord], records: &[EpochRecord], best: bool, plot: bool) -> Result<()> {
-    let meta = BTreeMap::from([("epoch".to_string(), rec.epoch.to_string()), ("top1".to_string(), format!("{:.2}", rec.test_top1))]);
+    let meta = BTreeMap::from([
+        ("adapter".to_string(), r.cfg.adapter.clone()),
+        ("epoch".to_string(), rec.epoch.to_string()),
+        ("top1".to_string(), format!("{:.2}", rec.test_top1)),
+    ]);
     let student = pollster::block_on(r.student_bytes(&meta))?;
     checkpoint::write_atomic(&d.join("last.safetensors"), &student)?;
     if best {
