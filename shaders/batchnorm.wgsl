@@ -1,9 +1,15 @@
-// BatchNorm2d over NCHW maps, as PyTorch: statistics per channel over N*H*W elements.
+// BatchNorm2d over NCHW maps, as PyTorch: statistics per channel over N*H*W elements, with a
+// fused epilogue y = act(bn(x) [+ residual]), act none, ReLU or ReLU6 (ResNet's bn + add +
+// relu, MobileNetV2's bn + relu6 and bn + skip).
 //   bn_train     one workgroup per channel: mean, biased variance (two passes), normalise,
-//                save mean and 1/std for the backward pass, and update the running stats in
-//                place (momentum, unbiased variance) and num_batches_tracked (channel 0).
-//   bn_backward  one workgroup per channel: sum(dy), sum(dy * xhat), then dx, dweight, dbias.
+//                save mean and 1/std (one [2, C] tensor) for the backward pass, and update the
+//                running stats in place (momentum, unbiased variance) and num_batches_tracked
+//                (channel 0).
+//   bn_backward  one workgroup per channel: the activation's mask from the saved output y,
+//                g = dy * mask, sum(g), sum(g * xhat), then dx, dweight, dbias, and
+//                d(residual) = g when there is a residual behind an activation.
 //   bn_eval      elementwise with the running stats.
+//   bn_act_grad  elementwise g = dy * mask(y) (the evaluation-mode backward).
 // bn_backward_serial does the same with one thread per channel and no barriers: better when a
 // channel has few elements (small maps, many channels) and barriers are expensive. (A serial
 // bn_train gave gradients 1e-2 off PyTorch's in the resnet20 train-step golden and was removed.)
@@ -11,11 +17,17 @@
 struct BnP {
     n: u32, c: u32, hw: u32, m: u32,
     eps: f32, momentum: f32, unbias: f32, affine: u32,
+    // act: 0 none, 1 ReLU, 2 ReLU6. res: forward adds the residual (binding 9 of bn_train,
+    // 7 of bn_eval); backward writes d(residual) (binding 9).
+    act: u32, res: u32, _p0: u32, _p1: u32,
 }
 @group(0) @binding(0) var<uniform> bp: BnP;
-// bn_train: x, w, b, y, mean, rstd, running_mean, running_var, num_batches_tracked
-// bn_backward: dy, x, w, dx, mean, rstd, dw, db
-// bn_eval: x, w, b, y, running_mean, running_var
+// At most 9 storage bindings (what the library asks of a device, see src/embed):
+// bn_train: x, w, b, y, stats (mean, rstd), running_mean, running_var, num_batches_tracked,
+//           residual
+// bn_backward: dy, x, w, dx, stats, dw, db, y, dresidual
+// bn_eval: x, w, b, y, running_mean, running_var, residual
+// bn_act_grad: dy, y, g
 @group(0) @binding(1) var<storage, read_write> b1: array<f32>;
 @group(0) @binding(2) var<storage, read_write> b2: array<f32>;
 @group(0) @binding(3) var<storage, read_write> b3: array<f32>;
@@ -23,11 +35,32 @@ struct BnP {
 @group(0) @binding(5) var<storage, read_write> b5: array<f32>;
 @group(0) @binding(6) var<storage, read_write> b6: array<f32>;
 @group(0) @binding(7) var<storage, read_write> b7: array<f32>;
+// Binding 8: the counter in bn_train, the saved output y in the backward kernels (never both
+// views in one entry point).
+@group(0) @binding(8) var<storage, read_write> bcount: array<u32>;
 @group(0) @binding(8) var<storage, read_write> b8: array<f32>;
-@group(0) @binding(9) var<storage, read_write> bcount: array<u32>;
+@group(0) @binding(9) var<storage, read_write> b9: array<f32>;
 
 var<workgroup> bn_sh: array<f32, 256>;
 var<workgroup> bn_sh2: array<f32, 256>;
+
+fn bn_act(v: f32) -> f32 {
+    if (bp.act == 1u) { return max(v, 0.0); }
+    if (bp.act == 2u) { return clamp(v, 0.0, 6.0); }
+    return v;
+}
+
+// dy where the activation passes its input on (y > 0, and y < 6 for ReLU6), else 0.
+fn bn_mask(dy: f32, y: f32) -> f32 {
+    let on = bp.act == 0u || (y > 0.0 && (bp.act == 1u || y < 6.0));
+    return select(0.0, dy, on);
+}
+
+// The backward kernels' gradient at element i: dy (binding 1) masked by the output (binding 8).
+fn bn_grad_at(i: u32) -> f32 {
+    if (bp.act == 0u) { return b1[i]; }
+    return bn_mask(b1[i], b8[i]);
+}
 
 fn bn_sum(lid: u32, v: f32) -> f32 {
     bn_sh[lid] = v;
@@ -97,14 +130,16 @@ fn bn_train(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
     w = bn_walk(lid);
     for (var e = lid; e < bp.m; e = e + 256u) {
         let i = bn_off(c, w);
-        b4[i] = b1[i] * scale + shift;
+        var o = b1[i] * scale + shift;
+        if (bp.res != 0u) { o = o + b9[i]; }
+        b4[i] = bn_act(o);
         w = bn_next(w);
     }
     if (lid == 0u) {
         b5[c] = mean;
-        b6[c] = rstd;
-        b7[c] = (1.0 - bp.momentum) * b7[c] + bp.momentum * mean;
-        b8[c] = (1.0 - bp.momentum) * b8[c] + bp.momentum * var_b * bp.unbias;
+        b5[bp.c + c] = rstd;
+        b6[c] = (1.0 - bp.momentum) * b6[c] + bp.momentum * mean;
+        b7[c] = (1.0 - bp.momentum) * b7[c] + bp.momentum * var_b * bp.unbias;
         if (c == 0u) { bcount[0] = bcount[0] + 1u; }
     }
 }
@@ -113,13 +148,13 @@ fn bn_train(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
 fn bn_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let c = wid.x;
     let mean = b5[c];
-    let rstd = b6[c];
+    let rstd = b5[bp.c + c];
     var sdy = 0.0;
     var sdyx = 0.0;
     var w = bn_walk(lid);
     for (var e = lid; e < bp.m; e = e + 256u) {
         let i = bn_off(c, w);
-        let dy = b1[i];
+        let dy = bn_grad_at(i);
         sdy = sdy + dy;
         sdyx = sdyx + dy * (b2[i] - mean) * rstd;
         w = bn_next(w);
@@ -134,12 +169,14 @@ fn bn_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     for (var e = lid; e < bp.m; e = e + 256u) {
         let i = bn_off(c, w);
         let xh = (b2[i] - mean) * rstd;
-        b4[i] = k * (b1[i] - a - xh * b);
+        let dy = bn_grad_at(i);
+        b4[i] = k * (dy - a - xh * b);
+        if (bp.res != 0u) { b9[i] = dy; }
         w = bn_next(w);
     }
     if (lid == 0u && bp.affine != 0u) {
-        b7[c] = t.y;
-        b8[c] = t.x;
+        b6[c] = t.y;
+        b7[c] = t.x;
     }
 }
 
@@ -160,8 +197,19 @@ fn bn_eval(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     }
     for (var p = lid; p < bp.hw; p = p + 256u) {
         let i = plane * bp.hw + p;
-        b4[i] = b1[i] * scale + shift;
+        var o = b1[i] * scale + shift;
+        if (bp.res != 0u) { o = o + b7[i]; }
+        b4[i] = bn_act(o);
     }
+}
+
+// g = dy * mask(y), elementwise (bp.m elements): the evaluation-mode backward's first step.
+@compute @workgroup_size(256)
+fn bn_act_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = elem_index(wid, nwg, lid);
+    if (i >= bp.m) { return; }
+    b3[i] = bn_mask(b1[i], b2[i]);
 }
 
 @compute @workgroup_size(64)
@@ -170,13 +218,13 @@ fn bn_backward_serial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invo
     if (c >= bp.c) { return; }
     let stride = bp.c * bp.hw;
     let mean = b5[c];
-    let rstd = b6[c];
+    let rstd = b5[bp.c + c];
     var sdy = 0.0;
     var sdyx = 0.0;
     for (var n = 0u; n < bp.n; n = n + 1u) {
         let o = n * stride + c * bp.hw;
         for (var p = 0u; p < bp.hw; p = p + 1u) {
-            let dy = b1[o + p];
+            let dy = bn_grad_at(o + p);
             sdy = sdy + dy;
             sdyx = sdyx + dy * (b2[o + p] - mean) * rstd;
         }
@@ -189,11 +237,13 @@ fn bn_backward_serial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invo
     for (var n = 0u; n < bp.n; n = n + 1u) {
         let o = n * stride + c * bp.hw;
         for (var p = 0u; p < bp.hw; p = p + 1u) {
-            b4[o + p] = k * (b1[o + p] - a - (b2[o + p] - mean) * rstd * b);
+            let dy = bn_grad_at(o + p);
+            b4[o + p] = k * (dy - a - (b2[o + p] - mean) * rstd * b);
+            if (bp.res != 0u) { b9[o + p] = dy; }
         }
     }
     if (bp.affine != 0u) {
-        b7[c] = sdyx;
-        b8[c] = sdy;
+        b6[c] = sdyx;
+        b7[c] = sdy;
     }
 }

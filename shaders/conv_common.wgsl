@@ -17,8 +17,9 @@
 //           Lanes of a workgroup differ in pixels and share channels, so weight reads are the
 //           same address across lanes. Software adapters (lavapipe) turn every storage load
 //           into a per-lane gather and pay dearly for barriers, so this is what runs there.
-//           The weight transpose conv_wt and conv_sum_split (which adds the partial sums of
-//           every family's split weight gradient) live there too.
+//           The weight re-layouts (conv_wt for one weight, conv_layouts for several at
+//           once) and conv_sum_split (which adds the partial sums of every family's split
+//           weight gradient) live there too.
 //   conv_tiled.wgsl      conv_tiled: the usual shared-memory GEMM tiling of shaders/matmul.wgsl
 //           (64x64 tiles, K in steps of 16, 4x4 outputs per thread) with the operand tiles
 //           gathered from the convolution's tensors: the shape for real GPUs. One entry point,
@@ -31,7 +32,9 @@ struct CvP {
     cout: u32, oh: u32, ow: u32, groups: u32,
     kh: u32, kw: u32, sh: u32, sw: u32,
     ph: u32, pw: u32, cin_g: u32, cout_g: u32,
-    // bit 0: add bias; bit 1: accumulate into the output.
+    // bit 0: add bias; bit 1: accumulate into the output; bit 2: taps flipped (the input
+    // gradient run as a forward convolution); bit 3: input gradients add the addend of binding 4
+    // (dx = conv_dx(dy, w) + addend: a gradient sum folded into the store).
     flags: u32,
     // Pixel blocks per row (reg kernels), or columns of the GEMM (tiled).
     blocks: u32,
@@ -44,13 +47,24 @@ struct CvP {
     // conv_wt: weight strides per output channel and per input channel of a group.
     wo: u32,
     wi: u32,
+    // conv_fwd_win, conv_dx_reg: where the re-laid-out weight starts in binding 2 (vec4s).
+    woff: u32,
+    // Input-gradient dispatches that also finish a split weight gradient: workgroups with
+    // wid.z >= tz (> 0) add the tsplit partial sums of tlen elements (binding 5) into the
+    // weight gradient (binding 6). tz = 0: none.
+    tz: u32,
+    tlen: u32,
+    tsplit: u32,
 }
 @group(0) @binding(0) var<uniform> cp: CvP;
-// fwd: x, w, y, bias. dx: dy, w, dx. dw: x, dy, dw (or the split partial sums).
+// fwd: x, w, y, bias. dx: dy, w, dx, addend, [partials, dw]. dw: x, dy, dw (or the split
+// partial sums).
 @group(0) @binding(1) var<storage, read_write> c1: array<f32>;
 @group(0) @binding(2) var<storage, read_write> c2: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c3: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c4: array<f32>;
+@group(0) @binding(5) var<storage, read_write> c5: array<f32>;
+@group(0) @binding(6) var<storage, read_write> c6: array<f32>;
 // vec4 views of bindings 1 and 2 (the *_v4 and *_win kernels; never both views in one entry).
 @group(0) @binding(1) var<storage, read_write> c1v: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> c2v: array<vec4<f32>>;
@@ -71,4 +85,30 @@ fn out_store(i: u32, v: f32, bias: f32) {
     var r = v + bias;
     if ((cp.flags & 2u) != 0u) { r = r + c3[i]; }
     c3[i] = r;
+}
+
+// An input gradient's store: plus the addend of binding 4 with flags bit 3.
+fn dx_store(i: u32, v: f32) {
+    var a = 0.0;
+    if ((cp.flags & 8u) != 0u) { a = c4[i]; }
+    out_store(i, v, a);
+}
+
+// Whether this workgroup is one of the split_tail workgroups of an input-gradient dispatch.
+fn in_tail(wid: vec3<u32>) -> bool {
+    return cp.tz != 0u && wid.z >= cp.tz;
+}
+
+// The tail of an input-gradient dispatch that also finishes its layer's weight gradient (the
+// layer's conv2d_backward): dw[i] = sum over s of part[s * tlen + i] (bindings 5, 6), strided
+// over the tail workgroups (z >= tz) of `wg` threads. The partial sums come from the
+// dispatch before (the weight-gradient kernel), so no second pass is needed.
+fn split_tail(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, wg: u32) {
+    let f = ((wid.z - cp.tz) * nwg.y + wid.y) * nwg.x + wid.x;
+    let stride = (nwg.z - cp.tz) * nwg.y * nwg.x * wg;
+    for (var i = f * wg + lid; i < cp.tlen; i = i + stride) {
+        var acc = 0.0;
+        for (var s = 0u; s < cp.tsplit; s = s + 1u) { acc = acc + c5[s * cp.tlen + i]; }
+        c6[i] = acc;
+    }
 }

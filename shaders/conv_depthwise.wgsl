@@ -47,10 +47,12 @@ fn dwc_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 }
 
 // Depthwise input gradient: TP input pixels of one row spaced by the stride, phase-major as
-// conv_dx_reg. Bindings: dy (1), w (2), dx (3). Grid: (sh*sw * N*C * qh * blocks) / 64.
+// conv_dx_reg. Bindings: dy (1), w (2), dx (3), addend (4, flags bit 3), split_tail's (5, 6).
+// Grid: (sh*sw * N*C * qh * blocks) / 64, plus a split_tail z layer (cp.tz).
 @compute @workgroup_size(64)
 fn dwc_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
+    if (in_tail(wid)) { split_tail(wid, nwg, lid, 64u); return; }
     let per_phase = cp.n * cp.cin * cp.qh * cp.blocks;
     let total = cp.sh * cp.sw * per_phase;
     let pb = wg_linear(wid, nwg) * 64u + lid;
@@ -86,7 +88,7 @@ fn dwc_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let base = (nc * cp.h + ih) * cp.w;
     for (var j = 0u; j < TP; j = j + 1u) {
         let iw = iw0 + j * cp.sw;
-        if (iw < cp.w) { out_store(base + iw, acc[j], 0.0); }
+        if (iw < cp.w) { dx_store(base + iw, acc[j]); }
     }
 }
 
@@ -139,6 +141,7 @@ fn dwc_dw(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
 @compute @workgroup_size(64)
 fn dwc_fwd_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
+    if (in_tail(wid)) { split_tail(wid, nwg, lid, 64u); return; }
     let total = cp.n * cp.cout * cp.oh * cp.blocks;
     let pb = wg_linear(wid, nwg) * 64u + lid;
     if (pb >= total) { return; }
@@ -175,11 +178,19 @@ fn dwc_fwd_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     var b = 0.0;
     if ((cp.flags & 1u) != 0u) { b = c4[c]; }
     let base = (nc * cp.oh + oh) * cp.ow + q0 * 4u;
+    // Flags bit 3 (the input gradient): binding 4 is an elementwise addend, not a bias.
+    let addend = (cp.flags & 8u) != 0u;
     for (var j = 0u; j < 4u; j = j + 1u) {
-        out_store(base + j, acc0[j], b);
+        var bj = b;
+        if (addend) { bj = c4[base + j]; }
+        out_store(base + j, acc0[j], bj);
     }
     if (q0 + 1u < q4) {
-        for (var j = 0u; j < 4u; j = j + 1u) { out_store(base + 4u + j, acc1[j], b); }
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            var bj = b;
+            if (addend) { bj = c4[base + 4u + j]; }
+            out_store(base + 4u + j, acc1[j], bj);
+        }
     }
 }
 

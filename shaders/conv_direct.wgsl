@@ -1,5 +1,6 @@
 // Convolution kernels, direct family: register-blocked forward, input and weight gradients
-// (see conv_common.wgsl), the weight transpose conv_wt and the split-sum conv_sum_split.
+// (see conv_common.wgsl), the weight re-layouts conv_wt and conv_layouts, and the split-sum
+// conv_sum_split.
 // Dispatched by src/ops/conv.rs. Prelude: common.wgsl, conv_common.wgsl.
 
 // ---------------------------------------------------------------------------------------
@@ -80,11 +81,15 @@ fn conv_fwd_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 // TP loads per tap. KW and SW are pipeline constants so the tap loops unroll and the window
 // stays in registers. The weight comes transposed by conv_wt: [groups][cin_g*KH*KW][cp8]
 // with the output channels of a group contiguous (padded with zeros to a multiple of 8), so
-// the 8 channels of a tap are two vec4 loads. Same grid as conv_fwd_reg.
+// the 8 channels of a tap are two vec4 loads; it starts cp.woff vec4s into binding 2 (a
+// conv_layouts tensor holds several). Same grid as conv_fwd_reg, plus a z layer of
+// split_tail workgroups when the dispatch also finishes a weight gradient (cp.tz).
 override SW: u32 = 1u;
 
 @compute @workgroup_size(64)
-fn conv_fwd_win(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn conv_fwd_win(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    if (in_tail(wid)) { split_tail(wid, nwg, lid, 64u); return; }
     let total = cp.n * cp.oh * cp.blocks;
     let pb = wid.x * 64u + lid;
     if (pb >= total) { return; }
@@ -100,7 +105,7 @@ fn conv_fwd_win(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     let ksz = cp.kh * KW;
     let cp8 = cbs * 8u;
     // vec4 index of tap 0 of this thread's 8 channels; each tap is cp8 / 4 vec4s further.
-    var wv = (g * cp.cin_g * ksz * cp8 + j0) / 4u;
+    var wv = cp.woff + (g * cp.cin_g * ksz * cp8 + j0) / 4u;
     let wstep = cp8 / 4u;
     let ow0 = owb * TP;
     let iw0 = i32(ow0 * SW) - i32(cp.pw);
@@ -132,6 +137,9 @@ fn conv_fwd_win(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     }
     var acc = array<vec4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
     let plane_out = cp.oh * cp.ow;
+    // Flags bit 3 (an input gradient run as this convolution): binding 4 is an elementwise
+    // addend instead of a bias.
+    let addend = (cp.flags & 8u) != 0u;
     for (var i = 0u; i < 8u; i = i + 1u) {
         let co = co0 + i;
         if (co > colast) { break; }
@@ -139,7 +147,12 @@ fn conv_fwd_win(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
         if ((cp.flags & 1u) != 0u) { b = c4[co]; }
         let base = (n * cp.cout + co) * plane_out + oh * cp.ow;
         for (var j = 0u; j < TP; j = j + 1u) {
-            if (ow0 + j < cp.ow) { out_store(base + ow0 + j, acc[i][j], b); }
+            let o = base + ow0 + j;
+            if (ow0 + j < cp.ow) {
+                var bo = b;
+                if (addend) { bo = c4[o]; }
+                out_store(o, acc[i][j], bo);
+            }
         }
     }
 }
@@ -170,13 +183,69 @@ fn conv_wt(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     c3[e] = v;
 }
 
+// Several weights in conv_wt's layouts at once (conv2d_weights in src/ops/conv.rs), one
+// thread per output float. Bindings: the layouts (1), a table of cp.n entries (2, ten u32
+// each: float offset, floats, weight 0..6, flip, groups, cin_g, cout_g, taps, wo, wi, in
+// ascending offsets), the weights (3..9). cp.cin: floats in all. Each entry is conv_wt's
+// mapping of its weight.
+@group(0) @binding(2) var<storage, read_write> ctab: array<u32>;
+@group(0) @binding(7) var<storage, read_write> c7: array<f32>;
+@group(0) @binding(8) var<storage, read_write> c8: array<f32>;
+@group(0) @binding(9) var<storage, read_write> c9: array<f32>;
+
+fn layout_src(k: u32, i: u32) -> f32 {
+    var v = 0.0;
+    switch k {
+        case 0u: { v = c3[i]; }
+        case 1u: { v = c4[i]; }
+        case 2u: { v = c5[i]; }
+        case 3u: { v = c6[i]; }
+        case 4u: { v = c7[i]; }
+        case 5u: { v = c8[i]; }
+        default: { v = c9[i]; }
+    }
+    return v;
+}
+
+@compute @workgroup_size(256)
+fn conv_layouts(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let e = elem_index(wid, nwg, lid);
+    if (e >= cp.cin) { return; }
+    var q = 0u;
+    for (var j = 1u; j < cp.n; j = j + 1u) {
+        if (e >= ctab[10u * j]) { q = j; }
+    }
+    let t0 = 10u * q;
+    let r = e - ctab[t0];
+    let cin_g = ctab[t0 + 5u];
+    let cout_g = ctab[t0 + 6u];
+    let ksz = ctab[t0 + 7u];
+    let kg = cin_g * ksz;
+    let cp8 = ((cout_g + 7u) / 8u) * 8u;
+    let j = r % cp8;
+    let k = (r / cp8) % kg;
+    let g = r / (cp8 * kg);
+    var v = 0.0;
+    if (j < cout_g && r < ctab[t0 + 1u]) {
+        let t = k % ksz;
+        let tt = select(t, ksz - 1u - t, ctab[t0 + 3u] != 0u);
+        v = layout_src(ctab[t0 + 2u], g * cout_g * kg + j * ctab[t0 + 8u] + (k / ksz) * ctab[t0 + 9u] + tt);
+    }
+    c1[e] = v;
+}
+
 // ---------------------------------------------------------------------------------------
 // Input gradient, register blocked: TP input pixels of one row spaced by the stride (so they
 // share a phase, and their output columns are consecutive) x 8 input channels. Pixels are
 // numbered phase-major so the lanes of a SIMD batch skip the same kernel taps.
-// Grid: x = (sh*sw phases * N * qh * blocks) / 64, y = groups * ceil(cin_g / 8).
+// Bindings: dy (1), the weight as conv_wt lays it out (2, from vec4 cp.woff), dx (3), addend
+// (4, flags bit 3). Grid: x = (sh*sw phases * N * qh * blocks) / 64, y = groups * ceil(cin_g /
+// 8), plus a z layer of split_tail workgroups (cp.tz).
 @compute @workgroup_size(64)
-fn conv_dx_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn conv_dx_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    if (in_tail(wid)) { split_tail(wid, nwg, lid, 64u); return; }
     let per_phase = cp.n * cp.qh * cp.blocks;
     let total = cp.sh * cp.sw * per_phase;
     let pb = wid.x * 64u + lid;
@@ -200,7 +269,7 @@ fn conv_dx_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     // The weight comes from conv_wt as [groups][(co, ky, kx)][ci padded to 8]: the 8 input
     // channels of a tap are two vec4 loads.
     let cp8 = cbs * 8u;
-    let wbase = (g * cp.cout_g * ksz * cp8 + ci0) / 4u;
+    let wbase = cp.woff + (g * cp.cout_g * ksz * cp8 + ci0) / 4u;
     let wstep = cp8 / 4u;
     var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
     var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0); var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0);
@@ -248,7 +317,7 @@ fn conv_dx_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         let base = ((n * cp.cin + g * cp.cin_g + ci) * cp.h + ih) * cp.w;
         for (var j = 0u; j < TP; j = j + 1u) {
             let iw = iw0 + j * cp.sw;
-            if (iw < cp.w) { out_store(base + iw, acc[i][j], 0.0); }
+            if (iw < cp.w) { dx_store(base + iw, acc[i][j]); }
         }
     }
 }

@@ -99,17 +99,20 @@ fn tiled_store(g: u32, chunk: u32, m: u32, col: u32, v: f32) {
         let t = m / cp.w;
         let ih = t % cp.h;
         let n = t / cp.h;
-        out_store(((n * cp.cin + g * cp.cin_g + col) * cp.h + ih) * cp.w + iw, v, 0.0);
+        dx_store(((n * cp.cin + g * cp.cin_g + col) * cp.h + ih) * cp.w + iw, v);
     } else {
         let kg = cp.cin_g * ksz;
         out_store(chunk * cp.cout * kg + (g * cp.cout_g + m) * kg + col, v, 0.0);
     }
 }
 
-// Grid: x = ceil(cols / 64), y = ceil(rows / 64), z = groups (* split for dw).
+// Bindings: as conv_common.wgsl lists them (six for every mode). Grid: x = ceil(cols / 64),
+// y = ceil(rows / 64), z = groups (* split for dw; + a split_tail layer for dx with cp.tz).
 @compute @workgroup_size(16, 16, 1)
-fn conv_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-              @builtin(local_invocation_index) li: u32) {
+fn conv_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    // Input gradients that finish their layer's weight gradient: a z layer past the groups.
+    if (in_tail(wid)) { split_tail(wid, nwg, li, 256u); return; }
     let ksz = cp.kh * cp.kw;
     var g = wid.z;
     var chunk = 0u;

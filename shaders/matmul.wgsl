@@ -12,22 +12,54 @@ struct MmP {
     m: u32, n: u32, k: u32, batch: u32,
     sab: u32, sbb: u32, scb: u32, flags: u32,
     ars: u32, acs: u32, brs: u32, bcs: u32,
+    act: u32, dact: u32, _e0: u32, _e1: u32,
 }
 @group(0) @binding(0) var<uniform> mp: MmP;
 @group(0) @binding(1) var<storage, read_write> ma: array<f32>;
 @group(0) @binding(2) var<storage, read_write> mb: array<f32>;
 @group(0) @binding(3) var<storage, read_write> mc: array<f32>;
 @group(0) @binding(4) var<storage, read_write> mbias: array<f32>;
+// Epilogue tensors (src/ops/matmul.rs, Epilogue); placeholders when a flag is off.
+@group(0) @binding(5) var<storage, read_write> maux: array<f32>;
+@group(0) @binding(6) var<storage, read_write> madd: array<f32>;
+@group(0) @binding(7) var<storage, read_write> mact: array<f32>;
+@group(0) @binding(8) var<storage, read_write> mrows: array<f32>;
 
-// flags bit 0: add bias[n]; bit 1: accumulate into C (C += A@B).
+const MM_INV_SQRT2: f32 = 0.70710678118654752;
+const MM_INV_SQRT_2PI: f32 = 0.39894228040143268;
+
+// The unary maps of the epilogue, codes as `Unary` in src/ops/elementwise.rs (1 relu, 3 gelu).
+fn mm_act(op: u32, x: f32) -> f32 {
+    if (op == 1u) { return max(x, 0.0); }
+    return 0.5 * x * (1.0 + erf_f(x * MM_INV_SQRT2));
+}
+
+fn mm_dact(op: u32, x: f32) -> f32 {
+    if (op == 1u) { return select(0.0, 1.0, x > 0.0); }
+    return 0.5 * (1.0 + erf_f(x * MM_INV_SQRT2)) + x * MM_INV_SQRT_2PI * exp(-0.5 * x * x);
+}
+
+// flags bit 0: add bias[n]; bit 1: accumulate into C (C += A@B); bit 2: times
+// dact'(aux[idx]) (a fused unary gradient); bit 3: plus addend[idx] (residuals, gradient
+// sums); bit 4: also write act(c) (a fused activation); bit 5: row sums of op(A) to mrows
+// (see mm_rows).
 fn mm_store(b: u32, m: u32, n: u32, v: f32) {
     if (m < mp.m && n < mp.n) {
         var r = v;
         if ((mp.flags & 1u) != 0u) { r = r + mbias[n]; }
         let idx = b * mp.scb + m * mp.n + n;
         if ((mp.flags & 2u) != 0u) { r = r + mc[idx]; }
+        if ((mp.flags & 4u) != 0u) { r = r * mm_dact(mp.dact, maux[idx]); }
+        if ((mp.flags & 8u) != 0u) { r = r + madd[idx]; }
         mc[idx] = r;
+        if ((mp.flags & 16u) != 0u) { mact[idx] = mm_act(mp.act, r); }
     }
+}
+
+// Row sums of op(A) (a 2-D matmul): the threads of the first column block own whole rows,
+// so they sum A's elements as they load them and store here.
+fn mm_rows(m: u32, v: f32) {
+    if (m < mp.m) { mrows[m] = v; }
 }
 
 // 8x8 threads, 4x4 outputs each: a 32x32 tile per workgroup. Rows and columns are
@@ -50,12 +82,17 @@ fn mm_register(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     for (var i = 0u; i < 4u; i = i + 1u) { acc[i] = vec4<f32>(0.0); }
     var ka = 0u;
     var kb = 0u;
+    // Row sums only in the first column block (uniform per workgroup).
+    let rows = (mp.flags & 32u) != 0u && wid.x == 0u;
+    var rs = vec4<f32>(0.0);
     for (var k = 0u; k < mp.k; k = k + 1u) {
         let bv = vec4<f32>(mb[bc[0] + kb], mb[bc[1] + kb], mb[bc[2] + kb], mb[bc[3] + kb]);
-        acc[0] = acc[0] + ma[ar[0] + ka] * bv;
-        acc[1] = acc[1] + ma[ar[1] + ka] * bv;
-        acc[2] = acc[2] + ma[ar[2] + ka] * bv;
-        acc[3] = acc[3] + ma[ar[3] + ka] * bv;
+        let av = vec4<f32>(ma[ar[0] + ka], ma[ar[1] + ka], ma[ar[2] + ka], ma[ar[3] + ka]);
+        acc[0] = acc[0] + av.x * bv;
+        acc[1] = acc[1] + av.y * bv;
+        acc[2] = acc[2] + av.z * bv;
+        acc[3] = acc[3] + av.w * bv;
+        if (rows) { rs = rs + av; }
         ka = ka + mp.acs;
         kb = kb + mp.brs;
     }
@@ -65,6 +102,12 @@ fn mm_register(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         mm_store(b, m, n0 + 8u, acc[i].y);
         mm_store(b, m, n0 + 16u, acc[i].z);
         mm_store(b, m, n0 + 24u, acc[i].w);
+    }
+    if (rows && lid.x == 0u) {
+        mm_rows(m0, rs.x);
+        mm_rows(m0 + 8u, rs.y);
+        mm_rows(m0 + 16u, rs.z);
+        mm_rows(m0 + 24u, rs.w);
     }
 }
 
@@ -84,6 +127,9 @@ fn mm_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id)
     let bbase = b * mp.sbb;
     var acc: array<vec4<f32>, 4>;
     for (var i = 0u; i < 4u; i = i + 1u) { acc[i] = vec4<f32>(0.0); }
+    // Row sums by the first column of threads of the first column block.
+    let rows = (mp.flags & 32u) != 0u && wid.x == 0u && lid.x == 0u;
+    var rs = vec4<f32>(0.0);
     for (var k0 = 0u; k0 < mp.k; k0 = k0 + BK) {
         // 1024 elements of each tile, 4 per thread.
         for (var e = 0u; e < 4u; e = e + 1u) {
@@ -107,6 +153,7 @@ fn mm_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id)
             acc[1] = acc[1] + ta[kk][lid.y + 16u] * bv;
             acc[2] = acc[2] + ta[kk][lid.y + 32u] * bv;
             acc[3] = acc[3] + ta[kk][lid.y + 48u] * bv;
+            if (rows) { rs = rs + vec4<f32>(ta[kk][lid.y], ta[kk][lid.y + 16u], ta[kk][lid.y + 32u], ta[kk][lid.y + 48u]); }
         }
         workgroupBarrier();
     }
@@ -116,6 +163,12 @@ fn mm_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id)
         mm_store(b, m, nt + lid.x + 16u, acc[i].y);
         mm_store(b, m, nt + lid.x + 32u, acc[i].z);
         mm_store(b, m, nt + lid.x + 48u, acc[i].w);
+    }
+    if (rows) {
+        mm_rows(mt + lid.y, rs.x);
+        mm_rows(mt + lid.y + 16u, rs.y);
+        mm_rows(mt + lid.y + 32u, rs.z);
+        mm_rows(mt + lid.y + 48u, rs.w);
     }
 }
 
@@ -164,6 +217,10 @@ fn mm_register_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
     var c01 = mat4x4<f32>();
     var c10 = mat4x4<f32>();
     var c11 = mat4x4<f32>();
+    // Row sums only in the first column block (uniform per workgroup).
+    let rows = (mp.flags & 32u) != 0u && wid.x == 0u;
+    var rs0 = vec4<f32>(0.0);
+    var rs1 = vec4<f32>(0.0);
     for (var k = 0u; k < mp.k; k = k + 4u) {
         let a0 = load_a4(abase, m0, k);
         let a1 = load_a4(abase, m0 + 4u, k);
@@ -173,6 +230,14 @@ fn mm_register_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
         c01 = c01 + a0 * b1;
         c10 = c10 + a1 * b0;
         c11 = c11 + a1 * b1;
+        if (rows) {
+            rs0 = rs0 + a0[0] + a0[1] + a0[2] + a0[3];
+            rs1 = rs1 + a1[0] + a1[1] + a1[2] + a1[3];
+        }
+    }
+    if (rows && lid.x == 0u) {
+        mm_rows(m0, rs0.x); mm_rows(m0 + 1u, rs0.y); mm_rows(m0 + 2u, rs0.z); mm_rows(m0 + 3u, rs0.w);
+        mm_rows(m0 + 4u, rs1.x); mm_rows(m0 + 5u, rs1.y); mm_rows(m0 + 6u, rs1.z); mm_rows(m0 + 7u, rs1.w);
     }
     for (var j = 0u; j < 4u; j = j + 1u) {
         mm_store(b, m0, n0 + j, c00[j].x); mm_store(b, m0 + 1u, n0 + j, c00[j].y);
@@ -183,5 +248,233 @@ fn mm_register_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
         mm_store(b, m0 + 6u, n0 + j, c10[j].z); mm_store(b, m0 + 7u, n0 + j, c10[j].w);
         mm_store(b, m0 + 4u, n0 + 4u + j, c11[j].x); mm_store(b, m0 + 5u, n0 + 4u + j, c11[j].y);
         mm_store(b, m0 + 6u, n0 + 4u + j, c11[j].z); mm_store(b, m0 + 7u, n0 + 4u + j, c11[j].w);
+    }
+}
+
+// ---- Linear-layer backward as one dispatch: two problems over one grid. ------------------
+// Problem 0 is dX = dY W (with the epilogue of mm_store: unary gradient, addend), problem 1
+// dW = dY^T X (with the row sums of dY^T: the bias gradient). Both read dY (binding 1) and
+// have N = the layer's input width, so they share the grid's x; rows of workgroups
+// [0, tiles of M0) do problem 0, the rest problem 1 (MmPair.split). Bindings: 1 dY, 2 W,
+// 3 dX, 4 X, 5 aux, 6 addend, 7 dW, 8 row sums. The problem is uniform per workgroup.
+struct MmPair { p0: MmP, p1: MmP, split: u32, _s0: u32, _s1: u32, _s2: u32 }
+@group(0) @binding(0) var<uniform> mpp: MmPair;
+@group(0) @binding(4) var<storage, read_write> mx: array<f32>;
+@group(0) @binding(4) var<storage, read_write> mx4: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> mc1: array<f32>;
+
+fn pair_b(sel: u32, i: u32) -> f32 {
+    if (sel == 0u) { return mb[i]; }
+    return mx[i];
+}
+
+fn pair_b4(sel: u32, i: u32) -> vec4<f32> {
+    if (sel == 0u) { return mb4[i]; }
+    return mx4[i];
+}
+
+fn pair_store(q: MmP, sel: u32, m: u32, n: u32, v: f32) {
+    if (m < q.m && n < q.n) {
+        let idx = m * q.n + n;
+        if (sel == 1u) {
+            mc1[idx] = v;
+            return;
+        }
+        var r = v;
+        if ((q.flags & 4u) != 0u) { r = r * mm_dact(q.dact, maux[idx]); }
+        if ((q.flags & 8u) != 0u) { r = r + madd[idx]; }
+        mc[idx] = r;
+    }
+}
+
+fn pair_rows(q: MmP, m: u32, v: f32) {
+    if (m < q.m) { mrows[m] = v; }
+}
+
+// load_a4 / load_b4 for problem `q` (batch 1).
+fn pair_a4(q: MmP, m0: u32, k: u32) -> mat4x4<f32> {
+    if (q.ars == 1u) {
+        let i = (k * q.acs + min(m0, q.m - 4u)) / 4u;
+        let s = q.acs / 4u;
+        return mat4x4<f32>(ma4[i], ma4[i + s], ma4[i + 2u * s], ma4[i + 3u * s]);
+    }
+    let r = q.m - 1u;
+    return transpose(mat4x4<f32>(
+        ma4[(min(m0, r) * q.ars + k) / 4u], ma4[(min(m0 + 1u, r) * q.ars + k) / 4u],
+        ma4[(min(m0 + 2u, r) * q.ars + k) / 4u], ma4[(min(m0 + 3u, r) * q.ars + k) / 4u]));
+}
+
+fn pair_b4m(q: MmP, sel: u32, k: u32, n0: u32) -> mat4x4<f32> {
+    if (q.brs == 1u) {
+        let r = q.n - 1u;
+        return mat4x4<f32>(
+            pair_b4(sel, (min(n0, r) * q.bcs + k) / 4u), pair_b4(sel, (min(n0 + 1u, r) * q.bcs + k) / 4u),
+            pair_b4(sel, (min(n0 + 2u, r) * q.bcs + k) / 4u), pair_b4(sel, (min(n0 + 3u, r) * q.bcs + k) / 4u));
+    }
+    let i = (k * q.brs + min(n0, q.n - 4u)) / 4u;
+    let s = q.brs / 4u;
+    return transpose(mat4x4<f32>(pair_b4(sel, i), pair_b4(sel, i + s), pair_b4(sel, i + 2u * s), pair_b4(sel, i + 3u * s)));
+}
+
+// mm_register_v4 over the two problems (both need the vec4 layouts, checked on the host).
+// The entry points branch on the problem once, uniformly, and call the body with its
+// parameters straight from the uniform block and `sel` a constant: software adapters then
+// see uniform values (real branches, scalar strides) as in the single-problem kernels.
+@compute @workgroup_size(8, 8, 1)
+fn mm_register_v4_pair(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    if (wid.y < mpp.split) {
+        v4_pair_body(mpp.p0, 0u, wid.x, wid.y, lid);
+    } else {
+        v4_pair_body(mpp.p1, 1u, wid.x, wid.y - mpp.split, lid);
+    }
+}
+
+fn v4_pair_body(q: MmP, sel: u32, wx: u32, wy: u32, lid: vec3<u32>) {
+    let m0 = (wy * 8u + lid.y) * 8u;
+    let n0 = (wx * 8u + lid.x) * 8u;
+    var c00 = mat4x4<f32>();
+    var c01 = mat4x4<f32>();
+    var c10 = mat4x4<f32>();
+    var c11 = mat4x4<f32>();
+    let rows = (q.flags & 32u) != 0u && wx == 0u;
+    var rs0 = vec4<f32>(0.0);
+    var rs1 = vec4<f32>(0.0);
+    for (var k = 0u; k < q.k; k = k + 4u) {
+        let a0 = pair_a4(q, m0, k);
+        let a1 = pair_a4(q, m0 + 4u, k);
+        let b0 = pair_b4m(q, sel, k, n0);
+        let b1 = pair_b4m(q, sel, k, n0 + 4u);
+        c00 = c00 + a0 * b0;
+        c01 = c01 + a0 * b1;
+        c10 = c10 + a1 * b0;
+        c11 = c11 + a1 * b1;
+        if (rows) {
+            rs0 = rs0 + a0[0] + a0[1] + a0[2] + a0[3];
+            rs1 = rs1 + a1[0] + a1[1] + a1[2] + a1[3];
+        }
+    }
+    if (rows && lid.x == 0u) {
+        pair_rows(q, m0, rs0.x); pair_rows(q, m0 + 1u, rs0.y); pair_rows(q, m0 + 2u, rs0.z); pair_rows(q, m0 + 3u, rs0.w);
+        pair_rows(q, m0 + 4u, rs1.x); pair_rows(q, m0 + 5u, rs1.y); pair_rows(q, m0 + 6u, rs1.z); pair_rows(q, m0 + 7u, rs1.w);
+    }
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        pair_store(q, sel, m0, n0 + j, c00[j].x); pair_store(q, sel, m0 + 1u, n0 + j, c00[j].y);
+        pair_store(q, sel, m0 + 2u, n0 + j, c00[j].z); pair_store(q, sel, m0 + 3u, n0 + j, c00[j].w);
+        pair_store(q, sel, m0, n0 + 4u + j, c01[j].x); pair_store(q, sel, m0 + 1u, n0 + 4u + j, c01[j].y);
+        pair_store(q, sel, m0 + 2u, n0 + 4u + j, c01[j].z); pair_store(q, sel, m0 + 3u, n0 + 4u + j, c01[j].w);
+        pair_store(q, sel, m0 + 4u, n0 + j, c10[j].x); pair_store(q, sel, m0 + 5u, n0 + j, c10[j].y);
+        pair_store(q, sel, m0 + 6u, n0 + j, c10[j].z); pair_store(q, sel, m0 + 7u, n0 + j, c10[j].w);
+        pair_store(q, sel, m0 + 4u, n0 + 4u + j, c11[j].x); pair_store(q, sel, m0 + 5u, n0 + 4u + j, c11[j].y);
+        pair_store(q, sel, m0 + 6u, n0 + 4u + j, c11[j].z); pair_store(q, sel, m0 + 7u, n0 + 4u + j, c11[j].w);
+    }
+}
+
+// mm_register over the two problems (any shapes).
+@compute @workgroup_size(8, 8, 1)
+fn mm_register_pair(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    if (wid.y < mpp.split) {
+        reg_pair_body(mpp.p0, 0u, wid.x, wid.y, lid);
+    } else {
+        reg_pair_body(mpp.p1, 1u, wid.x, wid.y - mpp.split, lid);
+    }
+}
+
+fn reg_pair_body(q: MmP, sel: u32, wx: u32, wy: u32, lid: vec3<u32>) {
+    let m0 = wy * 32u + lid.y;
+    let n0 = wx * 32u + lid.x;
+    var ar: array<u32, 4>;
+    var bc: array<u32, 4>;
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        ar[i] = min(m0 + i * 8u, q.m - 1u) * q.ars;
+        bc[i] = min(n0 + i * 8u, q.n - 1u) * q.bcs;
+    }
+    var acc: array<vec4<f32>, 4>;
+    for (var i = 0u; i < 4u; i = i + 1u) { acc[i] = vec4<f32>(0.0); }
+    var ka = 0u;
+    var kb = 0u;
+    let rows = (q.flags & 32u) != 0u && wx == 0u;
+    var rs = vec4<f32>(0.0);
+    for (var k = 0u; k < q.k; k = k + 1u) {
+        let bv = vec4<f32>(pair_b(sel, bc[0] + kb), pair_b(sel, bc[1] + kb), pair_b(sel, bc[2] + kb), pair_b(sel, bc[3] + kb));
+        let av = vec4<f32>(ma[ar[0] + ka], ma[ar[1] + ka], ma[ar[2] + ka], ma[ar[3] + ka]);
+        acc[0] = acc[0] + av.x * bv;
+        acc[1] = acc[1] + av.y * bv;
+        acc[2] = acc[2] + av.z * bv;
+        acc[3] = acc[3] + av.w * bv;
+        if (rows) { rs = rs + av; }
+        ka = ka + q.acs;
+        kb = kb + q.brs;
+    }
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        let m = m0 + i * 8u;
+        pair_store(q, sel, m, n0, acc[i].x);
+        pair_store(q, sel, m, n0 + 8u, acc[i].y);
+        pair_store(q, sel, m, n0 + 16u, acc[i].z);
+        pair_store(q, sel, m, n0 + 24u, acc[i].w);
+    }
+    if (rows && lid.x == 0u) {
+        pair_rows(q, m0, rs.x);
+        pair_rows(q, m0 + 8u, rs.y);
+        pair_rows(q, m0 + 16u, rs.z);
+        pair_rows(q, m0 + 24u, rs.w);
+    }
+}
+
+// mm_tiled over the two problems.
+@compute @workgroup_size(16, 16, 1)
+fn mm_tiled_pair(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+                 @builtin(local_invocation_index) li: u32) {
+    if (wid.y < mpp.split) {
+        tiled_pair_body(mpp.p0, 0u, wid.x, wid.y, lid, li);
+    } else {
+        tiled_pair_body(mpp.p1, 1u, wid.x, wid.y - mpp.split, lid, li);
+    }
+}
+
+fn tiled_pair_body(q: MmP, sel: u32, wx: u32, wy: u32, lid: vec3<u32>, li: u32) {
+    let mt = wy * TILE;
+    let nt = wx * TILE;
+    var acc: array<vec4<f32>, 4>;
+    for (var i = 0u; i < 4u; i = i + 1u) { acc[i] = vec4<f32>(0.0); }
+    let rows = (q.flags & 32u) != 0u && wx == 0u && lid.x == 0u;
+    var rs = vec4<f32>(0.0);
+    for (var k0 = 0u; k0 < q.k; k0 = k0 + BK) {
+        for (var e = 0u; e < 4u; e = e + 1u) {
+            let idx = li + e * 256u;
+            let kk = idx / 64u;
+            let rr = idx % 64u;
+            let k = k0 + kk;
+            let m = mt + rr;
+            let n = nt + rr;
+            var av = 0.0;
+            var bv = 0.0;
+            if (k < q.k && m < q.m) { av = ma[m * q.ars + k * q.acs]; }
+            if (k < q.k && n < q.n) { bv = pair_b(sel, k * q.brs + n * q.bcs); }
+            ta[kk][rr] = av;
+            tb[kk][rr] = bv;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < BK; kk = kk + 1u) {
+            let bv = vec4<f32>(tb[kk][lid.x], tb[kk][lid.x + 16u], tb[kk][lid.x + 32u], tb[kk][lid.x + 48u]);
+            acc[0] = acc[0] + ta[kk][lid.y] * bv;
+            acc[1] = acc[1] + ta[kk][lid.y + 16u] * bv;
+            acc[2] = acc[2] + ta[kk][lid.y + 32u] * bv;
+            acc[3] = acc[3] + ta[kk][lid.y + 48u] * bv;
+            if (rows) { rs = rs + vec4<f32>(ta[kk][lid.y], ta[kk][lid.y + 16u], ta[kk][lid.y + 32u], ta[kk][lid.y + 48u]); }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        let m = mt + lid.y + i * 16u;
+        pair_store(q, sel, m, nt + lid.x, acc[i].x);
+        pair_store(q, sel, m, nt + lid.x + 16u, acc[i].y);
+        pair_store(q, sel, m, nt + lid.x + 32u, acc[i].z);
+        pair_store(q, sel, m, nt + lid.x + 48u, acc[i].w);
+    }
+    if (rows) {
+        pair_rows(q, mt + lid.y, rs.x);
+        pair_rows(q, mt + lid.y + 16u, rs.y);
+        pair_rows(q, mt + lid.y + 32u, rs.z);
+        pair_rows(q, mt + lid.y + 48u, rs.w);
     }
 }

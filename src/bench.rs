@@ -378,19 +378,25 @@ pub fn run(ctx: &Context, what: &str, sizes: &[usize]) -> Result<()> {
         }
     }
     if what == "distill-step" || what == "all" {
-        let r = distill_step(ctx, 64, 5)?;
+        for student in ["vit_micro_p4", "mixer_micro_p4"] {
+            let r = distill_step(ctx, student, 64, 5)?;
+            println!(
+                "OFA distillation step (resnet20 teacher -> {student} student, batch 64, 3x32x32, 100 classes, branches on stages 1-3, AdamW):"
+            );
+            println!("  {:.0} ms/step, {:.1} images/s (median of {} steps); {}", r.seconds * 1e3, 64.0 / r.seconds, 5, r.stats);
+            let top: Vec<String> = r.by_kernel.iter().take(8).map(|(k, n)| format!("{k} {n}")).collect();
+            println!("  most dispatches: {}", top.join(", "));
+        }
         println!(
-            "OFA distillation step (resnet20 teacher -> vit_micro_p4 student, batch 64, 3x32x32, 100 classes, branches on stages 1-3, AdamW):"
+            "  PyTorch on the same machine: python3 scripts/torch_distill_step.py --student vit_micro_p4|mixer_micro_p4 [--device cuda]"
         );
-        println!("  {:.0} ms/step, {:.1} images/s (median of {} steps); {}", r.0 * 1e3, 64.0 / r.0, 5, r.1);
-        println!("  PyTorch on the same machine: python3 scripts/torch_distill_step.py [--device cuda]");
     }
     Ok(())
 }
 
 /// Seconds per OFA distillation step (median of `steps`) and the plan's stats: the step of
 /// `webdistill distill` on synthetic 3x32x32 images with 100 classes and a random teacher.
-pub fn distill_step(ctx: &Context, batch: usize, steps: usize) -> Result<(f64, PlanStats)> {
+pub fn distill_step(ctx: &Context, student: &str, batch: usize, steps: usize) -> Result<DistillTiming> {
     use crate::checkpoint;
     use crate::data::{Dataset, Splits};
     use crate::train::Run;
@@ -406,14 +412,8 @@ pub fn distill_step(ctx: &Context, batch: usize, steps: usize) -> Result<(f64, P
     let teacher = Run::new(ctx, plain, &splits, None)?;
     let teacher = checkpoint::parse(&pollster::block_on(teacher.student_bytes(&Default::default()))?, "random resnet20")?;
     let distill = DistillConfig { method: "ofa".into(), teacher: "resnet20".into(), ofa_stages: vec![1, 2, 3], ..DistillConfig::default() };
-    let cfg = TrainConfig {
-        model: "vit_micro_p4".into(),
-        batch,
-        epochs: 100,
-        opt: "adamw".into(),
-        distill: Some(distill),
-        ..TrainConfig::default()
-    };
+    let cfg =
+        TrainConfig { model: student.into(), batch, epochs: 100, opt: "adamw".into(), distill: Some(distill), ..TrainConfig::default() };
     let mut s = Run::new(ctx, cfg, &splits, Some(&teacher))?;
     s.train_steps(1)?;
     s.request_train_metrics()?.wait(ctx)?;
@@ -425,7 +425,24 @@ pub fn distill_step(ctx: &Context, batch: usize, steps: usize) -> Result<(f64, P
         times.push(t.elapsed().as_secs_f64());
     }
     times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    Ok((times[times.len() / 2], s.train_stats().clone()))
+    Ok(DistillTiming {
+        seconds: times[times.len() / 2],
+        stats: s.train_stats().clone(),
+        by_kernel: s.train_plan().dispatch_counts(),
+        store_bytes: s.store.gpu_bytes(),
+    })
+}
+
+/// What [`distill_step`] measured.
+#[derive(Clone, Debug)]
+pub struct DistillTiming {
+    /// Seconds per step, median.
+    pub seconds: f64,
+    pub stats: PlanStats,
+    /// Dispatches per kernel (`op:entry`, count), most first.
+    pub by_kernel: Vec<(String, usize)>,
+    /// Weights, gradients, optimizer state and other persistent tensors on the GPU.
+    pub store_bytes: u64,
 }
 
 /// What [`session_steps`] measured.

@@ -13,12 +13,15 @@ pub mod data;
 pub mod distill;
 pub mod embed;
 pub mod error;
+pub mod golden;
 pub mod gpu;
 pub mod graph;
 pub mod models;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod report;
 pub mod selftest;
 pub mod session;
 pub mod store;

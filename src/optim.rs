@@ -237,6 +237,7 @@ fn ema_ops(g: &mut Graph, store: &Store, scal: Var, step: Var, ema: &Ema) -> Res
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn opt_params(momentum: f32, wd: f32, b1: f32, b2: f32, eps: f32, nesterov: bool, chunks: usize, part_base: usize) -> Params {
     Params::new().f(momentum).f(wd).f(b1).f(b2).f(eps).u(nesterov as usize).u(chunks).u(part_base)
 }

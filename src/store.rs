@@ -374,6 +374,14 @@ impl Store {
         Ok(())
     }
 
+    /// Bytes the store holds on the GPU: parameters, gradients, optimizer slots and state
+    /// (0 before [`Self::upload`]).
+    pub fn gpu_bytes(&self) -> u64 {
+        let Some(g) = &self.gpu else { return 0 };
+        let pool = |p: &PoolBufs| p.page_bytes.iter().sum::<u64>();
+        pool(&g.params) + pool(&g.grads) + pool(&g.states) + g.slots.values().map(pool).sum::<u64>()
+    }
+
     pub(crate) fn gpu(&self) -> Result<&StoreGpu> {
         self.gpu.as_ref().ok_or_else(|| Error::usage("the store is not on the GPU yet: call Store::upload first"))
     }

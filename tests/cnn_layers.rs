@@ -6,6 +6,7 @@ mod common;
 use common::{OpCase, assert_close, ctx, rand_tensor};
 use webdistill::gpu::{KernelProfile, MatmulVariant};
 use webdistill::graph::{CpuTensor, DType, Graph, Plan, Var};
+use webdistill::ops::conv::{ConvGeom, conv2d_dw_cpu, conv2d_dx_cpu};
 use webdistill::ops::{BnVars, Conv2dSpec, PoolSpec, Unary};
 use webdistill::{Context, Init, Store};
 
@@ -76,6 +77,100 @@ fn conv2d_tiled_kernels() {
     let c = ctx();
     let c = c.with_profile(KernelProfile { matmul: MatmulVariant::Tiled, ..c.profile.clone() });
     check_conv(&c, "conv2d (tiled)");
+}
+
+/// x feeds two convolutions: its gradient is a sum, which the second input gradient's
+/// dispatch adds itself (the addend: no `add` dispatch), in every input-gradient kernel.
+fn check_conv_addend(c: &Context, what: &'static str) {
+    for &(xs, ws, stride, pad, groups, _) in CONV_CASES {
+        let inputs = vec![rand_tensor(&xs, 11), rand_tensor(&ws, 12), rand_tensor(&ws, 13)];
+        let spec = Conv2dSpec::new(stride, pad, groups);
+        let build = |g: &mut Graph, v: &[Var]| {
+            let a = g.conv2d(v[0], v[1], None, spec)?;
+            let b = g.conv2d(v[0], v[2], None, spec)?;
+            g.sub(a, b)
+        };
+        OpCase::new(what, inputs.clone()).tol((1e-5, 1e-4), (1e-3, 1e-2)).check_on(c, build);
+        let mut g = Graph::new();
+        let v: Vec<Var> = inputs.iter().enumerate().map(|(i, t)| g.input(&format!("x{i}"), &t.shape).unwrap()).collect();
+        let y = build(&mut g, &v).unwrap();
+        let l = g.sum_all(y).unwrap();
+        let dx = g.gradients(l, &v[..1]).unwrap()[0].unwrap();
+        g.keep(dx);
+        let plan = Plan::compile(c, &g, &mut Store::new(0), what).unwrap();
+        let labels = plan.dispatch_labels();
+        assert!(!labels.iter().any(|l| l.starts_with("add:")), "{what} {xs:?} {ws:?}: {labels:?}");
+    }
+}
+
+#[test]
+fn conv2d_input_gradient_addend() {
+    let c = ctx();
+    check_conv_addend(&c.with_profile(KernelProfile { matmul: MatmulVariant::Register, ..c.profile.clone() }), "conv addend (register)");
+    check_conv_addend(&c.with_profile(KernelProfile { matmul: MatmulVariant::Tiled, ..c.profile.clone() }), "conv addend (tiled)");
+}
+
+/// conv2d_backward (both gradients from one node, the split weight gradient finished by the
+/// input gradient's dispatch): x = u * p depends on a parameter and feeds two convolutions
+/// (a gradient sum in the addend); gradients of both weights and of p against the f64
+/// references, in every kernel path.
+fn check_conv_backward(c: &Context, what: &str) {
+    for &(xs, ws, stride, pad, groups, bias) in CONV_CASES {
+        let spec = Conv2dSpec::new(stride, pad, groups);
+        let geom = ConvGeom::new(&xs, &ws, spec).unwrap();
+        let (u, p0) = (rand_tensor(&xs, 21), rand_tensor(&[1, xs[1], 1, 1], 22).map(|v| 1.0 + 0.5 * v));
+        let (wa0, wb0, b0) = (rand_tensor(&ws, 23), rand_tensor(&ws, 24), rand_tensor(&[ws[0]], 25));
+        let r = rand_tensor(&geom.y_shape(), 26);
+        let mut store = Store::new(0);
+        let param = |s: &mut Store, name: &str, t: &CpuTensor| s.param(name, &t.shape, Init::Values(t.to_f32().into())).unwrap();
+        let (pp, wa, wb, bb) =
+            (param(&mut store, "p", &p0), param(&mut store, "wa", &wa0), param(&mut store, "wb", &wb0), param(&mut store, "b", &b0));
+        let mut g = Graph::new();
+        let uv = g.input("u", &xs).unwrap();
+        let (pv, wav, wbv, bv) = (g.param(&pp), g.param(&wa), g.param(&wb), g.param(&bb));
+        let x = g.mul(uv, pv).unwrap();
+        let ya = g.conv2d(x, wav, bias.then_some(bv), spec).unwrap();
+        let yb = g.conv2d(x, wbv, None, spec).unwrap();
+        let y = g.add(ya, yb).unwrap();
+        let rv = g.constant(&geom.y_shape(), &r.to_f32()).unwrap();
+        let yr = g.mul(y, rv).unwrap();
+        let l = g.sum_all(yr).unwrap();
+        g.keep(l);
+        g.backward(l).unwrap();
+        let plan = Plan::compile(c, &g, &mut store, "conv2d_backward").unwrap();
+        let labels = plan.dispatch_labels();
+        assert!(labels.iter().any(|l| l.starts_with("conv2d_backward:")), "{what} {xs:?} {ws:?}: {labels:?}");
+        assert_eq!(labels.iter().filter(|l| l.starts_with("add:")).count(), 1, "{what} {xs:?} {ws:?}: {labels:?}");
+        plan.write(uv, &u.to_f32()).unwrap();
+        plan.step().unwrap();
+        // References on the f32-rounded values.
+        let f = |t: &CpuTensor| CpuTensor::new(&t.shape, t.to_f32().iter().map(|&v| v as f64).collect());
+        let (u, p0, wa0, wb0, r) = (f(&u), f(&p0), f(&wa0), f(&wb0), f(&r));
+        let hw = xs[2] * xs[3];
+        let xv = CpuTensor::new(&xs, u.data.iter().enumerate().map(|(i, v)| v * p0.data[(i / hw) % xs[1]]).collect());
+        let dw = conv2d_dw_cpu(&xv, &r, &geom);
+        let (da, db) = (conv2d_dx_cpu(&r, &wa0, &geom), conv2d_dx_cpu(&r, &wb0, &geom));
+        let mut dp = vec![0.0; xs[1]];
+        for i in 0..u.numel() {
+            dp[(i / hw) % xs[1]] += (da.data[i] + db.data[i]) * u.data[i];
+        }
+        let name = format!("{what} {xs:?} {ws:?} stride {stride}");
+        assert_close(&format!("{name}: d wa"), &store.read_grad(&wa).unwrap(), &dw.data, 1e-4, 1e-4);
+        assert_close(&format!("{name}: d wb"), &store.read_grad(&wb).unwrap(), &dw.data, 1e-4, 1e-4);
+        assert_close(&format!("{name}: d p"), &store.read_grad(&pp).unwrap(), &dp, 1e-4, 1e-4);
+    }
+}
+
+#[test]
+fn conv2d_backward_register_kernels() {
+    let c = ctx();
+    check_conv_backward(&c.with_profile(KernelProfile { matmul: MatmulVariant::Register, ..c.profile.clone() }), "register");
+}
+
+#[test]
+fn conv2d_backward_tiled_kernels() {
+    let c = ctx();
+    check_conv_backward(&c.with_profile(KernelProfile { matmul: MatmulVariant::Tiled, ..c.profile.clone() }), "tiled");
 }
 
 #[test]
@@ -151,6 +246,163 @@ fn batch_norm_eval_forward_and_backward() {
         let vars = BnVars { weight: Some(v[1]), bias: Some(v[2]), running_mean: v[3], running_var: v[4], num_batches_tracked: v[0] };
         g.batch_norm(v[0], &vars, 1e-5, 0.1, false)
     });
+}
+
+/// act(bn(x) [+ residual]) in train and eval mode, for every activation, with and without
+/// the residual, against the f64 reference and central differences.
+fn check_bn_act(c: &Context, kernels: &str, shape: &[usize]) {
+    for train in [true, false] {
+        for act in [Unary::Identity, Unary::Relu, Unary::Relu6] {
+            for residual in [false, true] {
+                // Train: x, w, b, running mean, running var, counter, [residual]; eval: no counter.
+                let mut inputs = bn_inputs(shape, 70);
+                if !train {
+                    inputs.pop();
+                }
+                let r = inputs.len();
+                if residual {
+                    // Wide enough to cross ReLU6's upper edge too.
+                    inputs.push(rand_tensor(shape, 77).map(|v| 7.0 * v));
+                }
+                let name = format!("batch_norm_act {kernels} {shape:?} train {train} {act:?} residual {residual}");
+                let mut case = OpCase::new(Box::leak(name.into_boxed_str()), inputs).data(3).data(4).tol((1e-5, 1e-4), (2e-3, 1e-2));
+                if train {
+                    case = case.labels(5, 1000);
+                }
+                case.check_on(c, |g, v| {
+                    // Evaluation reads no counter.
+                    let nbt = if train { v[5] } else { v[0] };
+                    let vars =
+                        BnVars { weight: Some(v[1]), bias: Some(v[2]), running_mean: v[3], running_var: v[4], num_batches_tracked: nbt };
+                    g.batch_norm_act(v[0], &vars, 1e-5, 0.1, train, residual.then(|| v[r]), act)
+                });
+            }
+        }
+    }
+}
+
+#[test]
+fn batch_norm_fused_epilogue_serial_kernels() {
+    // Small channels: the one-thread-per-channel backward on every profile.
+    check_bn_act(&ctx(), "serial", &[3, 5, 7, 7]);
+    check_bn_act(&ctx(), "serial", &[2, 9, 3, 1]);
+}
+
+#[test]
+fn batch_norm_fused_epilogue_workgroup_kernels() {
+    // serial_row_max 0: the workgroup-per-channel backward.
+    let c = ctx();
+    let c = c.with_profile(KernelProfile { serial_row_max: 0, ..c.profile.clone() });
+    check_bn_act(&c, "workgroup", &[3, 5, 7, 7]);
+    check_bn_act(&c, "workgroup", &[2, 9, 3, 1]);
+}
+
+#[test]
+fn resnet_block_epilogues_leave_no_elementwise_dispatches() {
+    // conv -> bn+relu -> conv -> bn+add+relu, trained: no relu or relu-gradient dispatches
+    // remain, and the block's values and gradients match the references.
+    let ctx = ctx();
+    let x = rand_tensor(&[2, 4, 5, 5], 80);
+    let bn = bn_inputs(&[2, 4, 5, 5], 83);
+    let bn2 = bn_inputs(&[2, 4, 5, 5], 84);
+    // x, conv1, conv2, bn1 weight and bias, bn2 weight and bias, running stats, counter.
+    let mut inputs = vec![x, rand_tensor(&[4, 4, 3, 3], 81), rand_tensor(&[4, 4, 3, 3], 82)];
+    inputs.extend([bn[1].clone(), bn[2].clone(), bn2[1].clone(), bn2[2].clone(), bn[3].clone(), bn[4].clone(), bn[5].clone()]);
+    let block = |g: &mut Graph, v: &[Var]| -> webdistill::Result<Var> {
+        // x comes from a node, as a block input does inside a network.
+        let x = g.scale(v[0], 1.0)?;
+        let spec = Conv2dSpec::new(1, 1, 1);
+        let bn = |w: usize| BnVars {
+            weight: Some(v[w]),
+            bias: Some(v[w + 1]),
+            running_mean: v[7],
+            running_var: v[8],
+            num_batches_tracked: v[9],
+        };
+        let h = g.conv2d(x, v[1], None, spec)?;
+        let h = g.batch_norm_act(h, &bn(3), 1e-5, 0.1, true, None, Unary::Relu)?;
+        let h = g.conv2d(h, v[2], None, spec)?;
+        g.batch_norm_act(h, &bn(5), 1e-5, 0.1, true, Some(x), Unary::Relu)
+    };
+    OpCase::new("resnet block, fused", inputs.clone()).data(7).data(8).labels(9, 1000).tol((1e-5, 1e-4), (2e-3, 1e-2)).check(block);
+    let mut g = Graph::new();
+    let v: Vec<Var> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| if i == 9 { g.labels("nbt", &t.shape, 1000) } else { g.input(&format!("x{i}"), &t.shape) }.unwrap())
+        .collect();
+    let y = block(&mut g, &v).unwrap();
+    let l = g.sum_all(y).unwrap();
+    let gs = g.gradients(l, &v[..7]).unwrap();
+    for gv in gs.into_iter().flatten() {
+        g.keep(gv);
+    }
+    let mut store = Store::new(0);
+    let plan = Plan::compile(&ctx, &g, &mut store, "fused block").unwrap();
+    let labels = plan.dispatch_labels();
+    for bad in ["relu:", "unary_grad:"] {
+        assert!(!labels.iter().any(|l| l.starts_with(bad)), "{bad} in {labels:?}");
+    }
+    // The one gradient sum (x feeds conv1 and the residual) folds into conv1's input gradient.
+    assert!(labels.iter().filter(|l| l.starts_with("add:")).count() <= 1, "{labels:?}");
+}
+
+#[test]
+fn cross_entropy_writes_its_gradient_in_the_forward_pass() {
+    // The loss and d loss / d logits from one pass: differentiating the loss itself needs no
+    // seed fill and no gradient dispatch (one dispatch in all for up to 2048 rows; a per-row
+    // pass and a reduction past that). Hard labels and soft targets, smoothed or not, against
+    // the f64 softmax formulas. (tests/ops.rs checks a loss that is scaled further.)
+    let ctx = ctx();
+    for (rows, cols) in [(13usize, 17usize), (2500, 5)] {
+        let z = rand_tensor(&[rows, cols], 90).map(|v| 3.0 * v);
+        let labels: Vec<usize> = (0..rows).map(|i| (i * 5 + 3) % cols).collect();
+        let t = rand_tensor(&[rows, cols], 91).map(|v| v.abs() + 0.1);
+        for soft in [false, true] {
+            for eps in [0.0f32, 0.1] {
+                let mut g = Graph::new();
+                let zv = g.input("z", &[rows, cols]).unwrap();
+                let (loss, tv) = if soft {
+                    let tv = g.input("t", &[rows, cols]).unwrap();
+                    (g.cross_entropy_soft(zv, tv, eps).unwrap(), tv)
+                } else {
+                    let lv = g.labels("y", &[rows], cols).unwrap();
+                    (g.cross_entropy(zv, lv, eps).unwrap(), lv)
+                };
+                let dz = g.gradients(loss, &[zv]).unwrap()[0].unwrap();
+                g.keep(loss);
+                g.keep(dz);
+                let plan = Plan::compile(&ctx, &g, &mut Store::new(0), "cross entropy").unwrap();
+                let want = if rows <= 2048 { 1 } else { 2 };
+                assert_eq!(plan.stats().dispatches, want, "{:?}", plan.dispatch_labels());
+                plan.write(zv, &z.to_f32()).unwrap();
+                if soft {
+                    plan.write(tv, &t.to_f32()).unwrap();
+                } else {
+                    plan.write_u32(tv, &labels.iter().map(|&l| l as u32).collect::<Vec<_>>()).unwrap();
+                }
+                plan.step().unwrap();
+                let (mut lw, mut dw) = (0.0, vec![0.0; rows * cols]);
+                let e = eps as f64;
+                for r in 0..rows {
+                    let zr: Vec<f64> = (0..cols).map(|c| z.data[r * cols + c] as f32 as f64).collect();
+                    let mx = zr.iter().cloned().fold(f64::MIN, f64::max);
+                    let lse = mx + zr.iter().map(|v| (v - mx).exp()).sum::<f64>().ln();
+                    let tr: Vec<f64> =
+                        (0..cols).map(|c| if soft { t.data[r * cols + c] as f32 as f64 } else { (labels[r] == c) as u8 as f64 }).collect();
+                    let tsum: f64 = tr.iter().sum();
+                    for c in 0..cols {
+                        let q = (1.0 - e) * tr[c] + e / cols as f64;
+                        lw += q * (lse - zr[c]) / rows as f64;
+                        dw[r * cols + c] = ((zr[c] - lse).exp() * ((1.0 - e) * tsum + e) - q) / rows as f64;
+                    }
+                }
+                let what = format!("cross entropy {rows}x{cols} soft {soft} eps {eps}");
+                assert_close(&format!("{what}: loss"), &plan.read(loss).unwrap(), &[lw], 1e-6, 1e-5);
+                assert_close(&format!("{what}: gradient"), &plan.read(dz).unwrap(), &dw, 1e-7, 1e-4);
+            }
+        }
+    }
 }
 
 #[test]

@@ -339,7 +339,9 @@ fn arena_reuses_memory_across_a_deep_graph() {
     eprintln!("6-layer MLP train plan: {st}");
     // Training keeps forward activations for the backward pass, so reuse is partial.
     assert!(st.arena_bytes < st.naive_bytes, "no reuse: {st}");
-    assert!(st.dispatches > 20, "{st}");
+    // A deep graph still (14 dispatches since the activations and the loss gradient fused
+    // into the kernels before them).
+    assert!(st.dispatches >= 12, "{st}");
     // Inference frees each activation once the next layer has read it.
     fwd.keep(loss);
     let plan = Plan::compile(&ctx, &fwd, &mut store, "deep forward").unwrap();
@@ -360,17 +362,18 @@ fn documented_errors() {
     assert!(e.starts_with("add:") && e.contains("[3, 4]") && e.contains("[5, 6]"), "{e}");
     assert!(g.input("z", &[0, 3]).is_err());
 
-    // Too large for one binding: named tensor and limit.
+    // Too large for one binding, in an op that cannot split it (one softmax row; elementwise
+    // ops split over several bindings, tests/batch_split.rs): named tensor and limit.
     let ctx = ctx();
     let mut g = Graph::new();
     let huge = (ctx.max_binding() / 4 + 1024) as usize;
     let x = g.input("huge", &[huge]).unwrap();
-    let y = g.relu(x).unwrap();
+    let y = g.softmax(x).unwrap();
     g.keep(y);
     let mut store = Store::new(0);
     match Plan::compile(&ctx, &g, &mut store, "huge") {
         Err(Error::TooLarge { tensor, limit, .. }) => {
-            assert!(tensor == "huge" || tensor.starts_with("relu"), "{tensor}");
+            assert!(tensor == "huge" || tensor.starts_with("softmax"), "{tensor}");
             assert_eq!(limit, ctx.max_binding() / ctx.offset_align() * ctx.offset_align());
         }
         other => panic!("expected TooLarge, got {other:?}"),

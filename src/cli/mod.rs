@@ -32,6 +32,32 @@ pub enum Command {
         #[arg(long, value_delimiter = ',', num_args = 1.., default_values_t = vec![256usize, 512, 1024])]
         sizes: Vec<usize>,
     },
+    /// Measure this adapter end to end into a folder (report.md, report.json, charts, runs):
+    /// the adapter and its f32 peak, correctness of every kernel variant and of the model
+    /// logits against the PyTorch goldens, benchmarks, PyTorch on the same step (when python3
+    /// has torch), then a teacher, students by method and OBoW with the time left.
+    Report {
+        /// Folder for report.md, report.json, the charts and the runs.
+        #[arg(long)]
+        out: PathBuf,
+        /// Time for the whole report; the runs are scaled to fit.
+        #[arg(long, default_value_t = 9.0)]
+        minutes: f64,
+        /// Every section at tiny sizes (a few minutes on a software adapter): checks the
+        /// report itself, not the adapter.
+        #[arg(long)]
+        smoke: bool,
+        /// Training data (default: fashion-mnist where installed, else the bundled subset;
+        /// --smoke: the bundled subset).
+        #[arg(long)]
+        data: Option<String>,
+        /// The repository (goldens, scripts, the shipped teacher).
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        /// Python with torch for the PyTorch section.
+        #[arg(long, default_value = "python3")]
+        python: String,
+    },
     /// Run the fixed self-test plan (the browser tests compare the page's results with it), or
     /// with --bench time one of the demo page's training sessions on this adapter.
     Selftest {
@@ -253,6 +279,15 @@ pub fn main() -> Result<()> {
         }
         Some(Command::Bench { what, sizes }) => {
             crate::bench::run(&ctx, &what, &sizes)?;
+        }
+        Some(Command::Report { out, minutes, smoke, data, repo, python }) => {
+            let data = data.unwrap_or_else(|| {
+                let installed = std::path::Path::new(crate::data::spec::FASHION_MNIST_DIR).is_dir();
+                if installed && !smoke { "fashion-mnist".into() } else { "bundled".into() }
+            });
+            let bin = std::env::current_exe().map_err(|e| crate::error::Error::usage(format!("cannot find this binary: {e}")))?;
+            let minutes = if smoke { minutes.min(3.0) } else { minutes };
+            crate::report::run(&ctx, crate::report::Options { out, minutes, smoke, data, repo, bin, python })?;
         }
         Some(Command::Selftest { json, bench, kind, asset, steps, chunk, config }) => {
             if bench {

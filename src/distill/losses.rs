@@ -115,16 +115,38 @@ pub fn dist(g: &mut Graph, zs: Var, zt: Var, beta: f32, gamma: f32, tau: f32) ->
     g.add(a, c)
 }
 
+/// softmax(zt / t) of the (detached) teacher logits, built once per graph: every OFA term
+/// (the final logits and each branch) reads the same targets. Found again by its name.
+fn teacher_probs(g: &mut Graph, zt: Var, t: f32) -> Result<Var> {
+    let key = format!("teacher_probs[{}@{:08x}]", zt.index(), t.to_bits());
+    let found = (0..g.tensor_count() as u32).map(crate::graph::Var).find(|&v| {
+        let info = g.info(v);
+        info.name.contains(&key) && matches!(info.source, crate::graph::Source::Node(n) if g.nodes()[n].op.name() == "exp")
+    });
+    if let Some(p) = found {
+        return Ok(p);
+    }
+    g.scoped(&key, |g| {
+        let zt = g.detach(zt)?;
+        Ok(tempered(g, zt, t)?.0)
+    })
+}
+
 /// The OFA-KD loss as coded in OFAKD's `ofa_loss`: mean over the batch of
 /// `sum_c -((p_t + onehot)^eps - onehot) * log_softmax(z_s / T)`. No T^2 factor.
+///
+/// That is the soft-target cross-entropy of `z_s / T` with targets `w = (p_t + onehot)^eps -
+/// onehot` (rows need not sum to 1; `w = p_t` at eps 1), which takes two dispatches forward
+/// and one backward instead of a chain of elementwise ops and reductions.
 pub fn ofa(g: &mut Graph, zs: Var, zt: Var, onehot: Var, eps: f32, t: f32) -> Result<Var> {
-    let zt = g.detach(zt)?;
-    let (pt, _) = tempered(g, zt, t)?;
-    let (_, ls) = tempered(g, zs, t)?;
-    let s = g.add(pt, onehot)?;
-    let prod = if eps == 1.0 { s } else { g.pow(s, eps)? };
-    let w = g.sub(prod, onehot)?;
-    let wl = g.mul(w, ls)?;
-    let total = g.sum_all(wl)?;
-    g.scale(total, -1.0 / batch_of(g, zs) as f32)
+    let pt = teacher_probs(g, zt, t)?;
+    let w = if eps == 1.0 {
+        pt
+    } else {
+        let s = g.add(pt, onehot)?;
+        let prod = g.pow(s, eps)?;
+        g.sub(prod, onehot)?
+    };
+    let zs = if t == 1.0 { zs } else { g.scale(zs, 1.0 / t)? };
+    g.cross_entropy_soft(zs, w, 0.0)
 }

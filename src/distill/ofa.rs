@@ -18,6 +18,7 @@
 //!   (Swin's middle stages at 32 px) gets a Linear projection; OFAKD would fail there.
 //! - Students with fewer than four stages (CIFAR ResNets) use `n_stages - s` where OFAKD has
 //!   `4 - s`.
+//!
 //! Initialisation as OFAKD's `init_weights`: convs kaiming-normal (fan_out), BN 1/0, Linear
 //! trunc-normal(.02) with zero bias.
 
@@ -84,14 +85,26 @@ impl PatchMerge {
         })
     }
 
-    /// [B, R*R, C] -> [B, (R/2)^2, out].
-    fn forward(&self, g: &mut Graph, x: Var, res: usize) -> Result<Var> {
+    /// [B, prefix + R*R, C] (the first `prefix` tokens skipped) -> [B, (R/2)^2, out].
+    fn forward(&self, g: &mut Graph, x: Var, res: usize, prefix: usize) -> Result<Var> {
         let s = g.shape(x).to_vec();
         let (b, c) = (s[0], s[2]);
-        let x6 = g.reshape(x, &[b, res / 2, 2, res / 2, 2, c])?;
-        // Channel blocks x0..x3 = (dy, dx) = (0,0), (1,0), (0,1), (1,1): dx slower than dy.
-        let x6 = g.permute(x6, &[0, 1, 3, 4, 2, 5])?;
-        let x = g.reshape(x6, &[b, (res / 2) * (res / 2), 4 * c])?;
+        // Swin's 2x2 concat: merged token (i, j) holds the channel blocks x0..x3 = patches
+        // (2i + dy, 2j + dx) for (dy, dx) = (0,0), (1,0), (0,1), (1,1) (dx slower than dy). A
+        // reordering of whole token rows: one gather (which also skips the class tokens).
+        let h = res / 2;
+        let mut order = Vec::with_capacity(res * res);
+        for i in 0..h {
+            for j in 0..h {
+                for dx in 0..2 {
+                    for dy in 0..2 {
+                        order.push(prefix + (2 * i + dy) * res + 2 * j + dx);
+                    }
+                }
+            }
+        }
+        let x = g.gather_axis(x, 1, &order)?;
+        let x = g.reshape(x, &[b, h * h, 4 * c])?;
         let x = self.norm.forward(g, x)?;
         let x = self.reduction.forward(g, x)?;
         if self.gelu { g.gelu(x) } else { Ok(x) }
@@ -218,18 +231,25 @@ impl OfaBranches {
                     let sh = g.shape(x).to_vec();
                     let (bsz, tokens) = (sh[0], sh[1]);
                     // Merges act on the patch tokens only; class tokens pass through (OFAKD's
-                    // TokenFnContext).
-                    let mut feats = if *prefix > 0 { g.slice(x, 1, *prefix, tokens - prefix)? } else { x };
+                    // TokenFnContext). Token selections are gathers: their gradient is one
+                    // dispatch (a slice's is a fill and a scatter).
+                    let first: Vec<usize> = (0..*prefix).collect();
+                    let (mut feats, mut skip) = (x, *prefix);
+                    if merges.is_empty() && *prefix > 0 {
+                        feats = g.gather_axis(x, 1, &(*prefix..tokens).collect::<Vec<_>>())?;
+                        skip = 0;
+                    }
                     let mut res = *grid;
                     for m in merges {
-                        feats = m.forward(g, feats, res)?;
+                        feats = m.forward(g, feats, res, skip)?;
                         res /= 2;
+                        skip = 0;
                     }
                     if let Some(p) = proj {
                         feats = p.forward(g, feats)?;
                     }
                     let mut h = if *prefix > 0 {
-                        let cls = g.slice(x, 1, 0, *prefix)?;
+                        let cls = g.gather_axis(x, 1, &first)?;
                         g.concat(&[cls, feats], 1)?
                     } else {
                         feats
@@ -239,7 +259,7 @@ impl OfaBranches {
                     }
                     let dim = g.shape(h)[2];
                     let read = if *prefix > 0 {
-                        let c = g.slice(h, 1, 0, 1)?;
+                        let c = g.gather_axis(h, 1, &[0])?;
                         g.reshape(c, &[bsz, dim])?
                     } else {
                         g.mean(h, &[1], false)?

@@ -42,6 +42,7 @@ const SHADERS: &[(&str, &str, &str)] = &[
     ("gather", "", include_str!("../../shaders/gather.wgsl")),
     ("embed", "", include_str!("../../shaders/embed.wgsl")),
     ("obow", "", include_str!("../../shaders/obow.wgsl")),
+    ("peak", "", include_str!("../../shaders/peak.wgsl")),
 ];
 
 /// All shader file names, for the validation test.

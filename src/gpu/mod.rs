@@ -296,9 +296,10 @@ impl Context {
         }))
     }
 
-    /// Largest byte size one storage binding (and so one tensor) may have.
+    /// Largest byte size one storage binding may have: one tensor, or one piece of a tensor
+    /// whose ops run in batch slices (docs/BATCH_SPLIT.md).
     pub fn max_binding(&self) -> u64 {
-        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
     }
 
     /// Byte alignment of storage-binding offsets.

@@ -24,6 +24,7 @@ impl Graph {
         if !depends.contains(&loss) {
             return Ok(vec![None; wrt.len()]);
         }
+        let wrt_set: HashSet<Var> = wrt.iter().copied().collect();
         let mut grads: HashMap<Var, Var> = HashMap::new();
         let seed = self.fill(self.shape(loss).to_vec().as_slice(), 1.0)?;
         grads.insert(loss, seed);
@@ -37,7 +38,13 @@ impl Graph {
             }
             let gy: Vec<Option<Var>> = node.outputs.iter().map(|o| grads.get(o).copied()).collect();
             let nref = self.node_ref(i);
-            let gx = node.op.backward(self, &nref, &gy)?;
+            // Gradients still to be read (by nodes not processed yet, or as results) must
+            // keep their values: pin them while the backward may fuse epilogues into the ops
+            // that produce its output gradients (`Graph::add_into`, `Graph::unary_grad`).
+            let mut pins = live_gradients(self, &grads, i, &wrt_set);
+            let flat: Vec<Var> = gy.iter().flatten().copied().collect();
+            pins.extend(flat.iter().filter(|v| flat.iter().filter(|u| u == v).count() > 1));
+            let gx = self.pinned_while(&pins, |g| node.op.backward(g, &nref, &gy))?;
             if gx.len() != node.inputs.len() {
                 return Err(Error::usage(format!(
                     "{}: backward returned {} gradients for {} inputs",
@@ -46,9 +53,13 @@ impl Graph {
                     node.inputs.len()
                 )));
             }
-            for (k, (&x, gxk)) in node.inputs.iter().zip(gx).enumerate() {
+            for (k, (&x, &gxk)) in node.inputs.iter().zip(&gx).enumerate() {
                 let Some(gxk) = gxk else { continue };
                 if !depends.contains(&x) {
+                    // Nothing needs it: an op computing it with other gradients may skip it.
+                    let mut pins = live_gradients(self, &grads, i, &wrt_set);
+                    pins.extend(gx.iter().enumerate().filter(|&(j, _)| j != k).filter_map(|(_, v)| *v));
+                    self.pinned_while(&pins, |g| g.discard_output(gxk));
                     continue;
                 }
                 if self.shape(gxk) != self.shape(x) {
@@ -62,13 +73,30 @@ impl Graph {
                     ));
                 }
                 let acc = match grads.get(&x) {
-                    Some(&prev) => self.add(prev, gxk)?,
+                    Some(&prev) => {
+                        // `gxk` may absorb the sum unless another gradient (of this node's
+                        // other inputs, or one still live) is the same tensor.
+                        let mut pins = live_gradients(self, &grads, i, &wrt_set);
+                        pins.extend(gx.iter().enumerate().filter(|&(j, _)| j != k).filter_map(|(_, v)| *v));
+                        self.pinned_while(&pins, |g| g.add_into(prev, gxk))?
+                    }
                     None => gxk,
                 };
                 grads.insert(x, acc);
             }
         }
         Ok(wrt.iter().map(|v| grads.get(v).copied()).collect())
+    }
+
+    /// Run `f` with `pins` kept (so no epilogue fusion rewrites the nodes that produce them),
+    /// then unkeep the ones that were not kept before.
+    fn pinned_while<T>(&mut self, pins: &[Var], f: impl FnOnce(&mut Graph) -> T) -> T {
+        let before: HashSet<Var> = self.kept.iter().copied().collect();
+        let added: HashSet<Var> = pins.iter().copied().filter(|v| !before.contains(v)).collect();
+        self.kept.extend(added.iter().copied());
+        let out = f(self);
+        self.kept.retain(|v| !added.contains(v));
+        out
     }
 
     /// Differentiate `loss` with respect to every parameter the graph uses and route each
@@ -96,4 +124,10 @@ impl Graph {
         }
         Ok(out)
     }
+}
+
+/// Gradients that will still be read after node `i`'s backward: those of tensors whose
+/// producers are not processed yet (earlier nodes) and the results (`wrt`).
+fn live_gradients(g: &Graph, grads: &HashMap<Var, Var>, i: usize, wrt: &HashSet<Var>) -> Vec<Var> {
+    grads.iter().filter(|(k, _)| wrt.contains(k) || matches!(g.info(**k).source, Source::Node(p) if p < i)).map(|(_, v)| *v).collect()
 }

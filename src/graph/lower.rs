@@ -8,8 +8,9 @@
 //! [`Lowering::unused`], and a tensor read through two bindings (`x @ x^T`) gets a copy for the
 //! second (the plan compiler does that and rejects any overlap left).
 
-use super::Var;
+use super::{NodeRef, Op, Var};
 use crate::gpu::{BindingKind, Context, KernelKey, KernelProfile};
+use std::sync::Arc;
 
 /// A storage binding of a dispatch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,6 +19,72 @@ pub enum Bind {
     T(Var),
     /// Scratch memory of the node being lowered (see [`Lowering::scratch`]).
     Scratch(usize),
+    /// Slice `part` of `parts` equal slices of a tensor's bytes (rows of its leading axis).
+    /// Ops never bind it themselves: the plan compiler rewrites the bindings of a node it
+    /// runs as batch slices ([`BatchSplit`]).
+    Part { var: Var, part: u32, parts: u32 },
+}
+
+/// How one tensor of a node takes part when the node runs as slices of its batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SplitRole {
+    /// Cut along its leading axis: slice `j` of `k` reads or writes rows `j*L/k..(j+1)*L/k`.
+    Rows,
+    /// Read whole by every slice (weights, biases, broadcast operands). Inputs only.
+    Whole,
+    /// An output each slice contributes a partial sum to (weight gradients); the plan adds
+    /// the slices' results. Outputs only.
+    Sum,
+}
+
+/// An op's answer to [`Op::batch_split`]: the role of each input and output, and what to
+/// lower for one slice. Build it with [`BatchSplit::rows`] and the modifiers.
+#[derive(Clone, Debug)]
+pub struct BatchSplit {
+    pub inputs: Vec<SplitRole>,
+    pub outputs: Vec<SplitRole>,
+    /// Each slice holds a multiple of this many leading rows of every `Rows` tensor
+    /// (attention with a bias of G groups: G, so that batch b still uses bias[b % G]).
+    pub unit: usize,
+    /// The op lowered for one slice when it is not the node's own (ops that keep shapes in
+    /// their fields instead of reading them from the [`NodeRef`]).
+    pub op: Option<Arc<dyn Op>>,
+}
+
+impl BatchSplit {
+    /// Every input and output of `n` cut along its leading axis.
+    pub fn rows(n: &NodeRef) -> Self {
+        BatchSplit { inputs: vec![SplitRole::Rows; n.inputs.len()], outputs: vec![SplitRole::Rows; n.outputs.len()], unit: 1, op: None }
+    }
+    /// Inputs `idx` read whole by every slice (indices past the node's inputs, such as an
+    /// absent optional bias, are ignored).
+    pub fn whole(mut self, idx: &[usize]) -> Self {
+        for &i in idx {
+            if let Some(r) = self.inputs.get_mut(i) {
+                *r = SplitRole::Whole;
+            }
+        }
+        self
+    }
+    /// Outputs `idx` summed over the slices.
+    pub fn sum(mut self, idx: &[usize]) -> Self {
+        for &i in idx {
+            if let Some(r) = self.outputs.get_mut(i) {
+                *r = SplitRole::Sum;
+            }
+        }
+        self
+    }
+    /// Slices hold a multiple of `rows` leading rows.
+    pub fn unit(mut self, rows: usize) -> Self {
+        self.unit = rows.max(1);
+        self
+    }
+    /// Lower `op` for each slice instead of the node's own op.
+    pub fn op(mut self, op: impl Op + 'static) -> Self {
+        self.op = Some(Arc::new(op));
+        self
+    }
 }
 
 /// The uniform parameter block of one dispatch, as 32-bit words.

@@ -14,7 +14,7 @@ pub mod plan;
 /// where graph code has always found it.
 pub use crate::tensor::DType;
 pub use cpu::CpuTensor;
-pub use lower::{Bind, Lowering, Params};
+pub use lower::{BatchSplit, Bind, Lowering, Params, SplitRole};
 pub use plan::{Plan, PlanStats};
 
 use crate::error::{Error, Result};
@@ -131,6 +131,52 @@ pub trait Op: fmt::Debug + Send + Sync {
 
     /// `Some(i)`: the single output is input `i` under another shape (no kernel, same memory).
     fn alias_of(&self) -> Option<usize> {
+        None
+    }
+
+    /// May this node run as `parts` equal slices of the leading (batch) axis of its tensors?
+    /// The plan compiler asks when one of them is over the storage-binding limit
+    /// (docs/BATCH_SPLIT.md). `Some`: lowering the node (or the answer's `op`) with every
+    /// [`lower::SplitRole::Rows`] tensor cut to `1/parts` of its leading axis computes that
+    /// slice; the roles must not depend on `parts`. `None` (the default): the tensor is refused.
+    fn batch_split(&self, n: &NodeRef, parts: usize) -> Option<lower::BatchSplit> {
+        let _ = (n, parts);
+        None
+    }
+
+    /// A variant of this op whose first output also adds one more input, appended last,
+    /// F32 with as many elements as the output and read in its row-major order (the output's
+    /// shape, or a reshape of it): `y = f(inputs) + addend`, in the same dispatch. Its
+    /// backward gives that input the output's gradient (under the input's shape).
+    /// `Graph::add_into` rewrites a node into this variant instead of adding an `add`
+    /// dispatch (residuals, gradient sums).
+    fn with_addend(&self) -> Option<Arc<dyn Op>> {
+        None
+    }
+
+    /// A variant of this op that also writes `u(y)` of its single output `y`, as one more
+    /// output appended last (an activation epilogue: `fc1` and its GELU in one dispatch). Its
+    /// backward receives that output's gradient too. `Graph::unary` asks for it.
+    fn with_unary(&self, u: crate::ops::Unary) -> Option<Arc<dyn Op>> {
+        let _ = u;
+        None
+    }
+
+    /// A variant of this op whose first output `y` becomes `y * u'(x)`, with `x` one more
+    /// input appended last, laid out as the addend of [`Op::with_addend`]: the gradient of a
+    /// unary map fused into the op that produces the map's output gradient
+    /// (`dX = (dY W) * gelu'(h)`). The variant may have no gradient of its own (it is made in
+    /// backward passes). `Graph::unary_grad` asks for it.
+    fn with_unary_grad(&self, u: crate::ops::Unary) -> Option<Arc<dyn Op>> {
+        let _ = u;
+        None
+    }
+
+    /// A variant of this op that leaves output `i` unwritten because nothing will read it
+    /// (autodiff asks when it discards a gradient the op computed along with others it
+    /// keeps: a linear layer's input gradient when the input is data).
+    fn without_output(&self, i: usize) -> Option<Arc<dyn Op>> {
+        let _ = i;
         None
     }
 }

@@ -10,7 +10,7 @@ use super::{Backbone, Family, FeatureShape, ModelConfig, Output, check_input, fa
 use crate::error::Result;
 use crate::graph::{Graph, Var};
 use crate::nn::{BatchNorm2d, Builder, Conv2d, ConvInit, Fwd, Linear, conv_out, drop_path};
-use crate::ops::Conv2dSpec;
+use crate::ops::{Conv2dSpec, Unary};
 use crate::store::Init;
 
 const GOOG: ConvInit = ConvInit::KaimingFanOut { per_group: true };
@@ -48,10 +48,10 @@ impl ConvBn {
             act,
         })
     }
-    fn forward(&self, g: &mut Graph, x: Var, f: &Fwd) -> Result<Var> {
+    /// act(bn(conv(x)) + residual), the BatchNorm, residual add and ReLU6 in one pass.
+    fn forward(&self, g: &mut Graph, x: Var, f: &Fwd, residual: Option<Var>) -> Result<Var> {
         let h = self.conv.forward(g, x)?;
-        let h = self.bn.forward(g, h, f)?;
-        if self.act { g.relu6(h) } else { Ok(h) }
+        self.bn.forward_act(g, h, f, residual, if self.act { Unary::Relu6 } else { Unary::Identity })
     }
 }
 
@@ -81,12 +81,19 @@ impl Block {
         Ok(Block { layers, skip: stride == 1 && cin == cout, drop_path })
     }
     fn forward(&self, g: &mut Graph, x: Var, f: &Fwd) -> Result<Var> {
-        let h = self.layers.iter().try_fold(x, |h, l| l.forward(g, h, f))?;
+        let (last, rest) = self.layers.split_last().expect("blocks have layers");
+        let h = rest.iter().try_fold(x, |h, l| l.forward(g, h, f, None))?;
         if !self.skip {
-            return Ok(h);
+            return last.forward(g, h, f, None);
         }
-        let h = drop_path(g, h, self.drop_path, f)?;
-        g.add(h, x)
+        if f.training() && self.drop_path > 0.0 && f.step.is_some() {
+            // Stochastic depth drops the branch before the add.
+            let h = last.forward(g, h, f, None)?;
+            let h = drop_path(g, h, self.drop_path, f)?;
+            return g.add(h, x);
+        }
+        // The skip add fused into the last BatchNorm.
+        last.forward(g, h, f, Some(x))
     }
 }
 
@@ -144,7 +151,7 @@ impl Backbone for MobileNetV2 {
     }
     fn forward(&self, g: &mut Graph, x: Var, f: Fwd) -> Result<Output> {
         check_input(g, &self.name, &self.cfg, x)?;
-        let mut h = self.stem.forward(g, x, &f)?;
+        let mut h = self.stem.forward(g, x, &f, None)?;
         let mut features = Vec::new();
         for (i, blk) in self.blocks.iter().enumerate() {
             h = g.scoped(&format!("blocks[{i}]"), |g| blk.forward(g, h, &f))?;
@@ -152,7 +159,7 @@ impl Backbone for MobileNetV2 {
                 features.push(h);
             }
         }
-        let h = self.head.forward(g, h, &f)?;
+        let h = self.head.forward(g, h, &f, None)?;
         features.push(h);
         let pooled = g.global_avg_pool(h)?;
         let logits = self.classifier.forward(g, pooled)?;

@@ -14,7 +14,7 @@ use super::{Backbone, Family, FeatureShape, ModelConfig, Output, check_input_any
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Var};
 use crate::nn::{BatchNorm2d, Builder, Conv2d, ConvInit, Fwd, Linear, conv_out, drop_path};
-use crate::ops::{Conv2dSpec, PoolSpec};
+use crate::ops::{Conv2dSpec, PoolSpec, Unary};
 
 const KAIMING: ConvInit = ConvInit::KaimingFanOut { per_group: false };
 
@@ -52,11 +52,8 @@ impl BasicBlock {
 
     fn forward(&self, g: &mut Graph, x: Var, f: &Fwd) -> Result<Var> {
         let h = self.conv1.forward(g, x)?;
-        let h = self.bn1.forward(g, h, f)?;
-        let h = g.relu(h)?;
+        let h = self.bn1.forward_act(g, h, f, None, Unary::Relu)?;
         let h = self.conv2.forward(g, h)?;
-        let h = self.bn2.forward(g, h, f)?;
-        let h = drop_path(g, h, self.drop_path, f)?;
         let sc = match &self.downsample {
             Some((conv, bn)) => {
                 let s = conv.forward(g, x)?;
@@ -64,8 +61,15 @@ impl BasicBlock {
             }
             None => x,
         };
-        let y = g.add(h, sc)?;
-        g.relu(y)
+        if f.training() && self.drop_path > 0.0 && f.step.is_some() {
+            // Stochastic depth drops the branch before the add: bn2, drop, add, relu apart.
+            let h = self.bn2.forward(g, h, f)?;
+            let h = drop_path(g, h, self.drop_path, f)?;
+            let y = g.add(h, sc)?;
+            return g.relu(y);
+        }
+        // relu(bn2(h) + shortcut) in one pass.
+        self.bn2.forward_act(g, h, f, Some(sc), Unary::Relu)
     }
 }
 
@@ -140,8 +144,7 @@ impl Backbone for ResNet {
         // Fully convolutional with global pooling: any input size (OBoW's patches).
         check_input_any_size(g, &self.name, &self.cfg, x)?;
         let h = self.conv1.forward(g, x)?;
-        let h = self.bn1.forward(g, h, &f)?;
-        let mut h = g.relu(h)?;
+        let mut h = self.bn1.forward_act(g, h, &f, None, Unary::Relu)?;
         if self.stem == Stem::ImageNet {
             h = g.max_pool2d(h, PoolSpec::new(3, 2, 1))?;
         }

@@ -116,7 +116,8 @@ impl Backbone for Vit {
             }
         }
         let t = self.norm.forward(g, t)?;
-        let cls_out = g.slice(t, 1, 0, 1)?;
+        // The class token (a gather: its gradient is one dispatch, a slice's two).
+        let cls_out = g.gather_axis(t, 1, &[0])?;
         let pooled = g.reshape(cls_out, &[b, d])?;
         let logits = self.head.forward(g, pooled)?;
         Ok(Output { logits, features, pooled })

@@ -21,7 +21,8 @@ pub fn residual(g: &mut Graph, x: Var, y: Var, rate: f32, f: &Fwd) -> Result<Var
     } else {
         y
     };
-    g.add(x, y)
+    // Fused into the op that computes the branch where it can be (the projection's matmul).
+    g.add_into(x, y)
 }
 
 /// timm's stochastic-depth schedule: rates rise linearly from 0 to `rate` over all blocks.

@@ -5,7 +5,7 @@
 use super::{Builder, Fwd};
 use crate::error::Result;
 use crate::graph::{DType, Graph, Var};
-use crate::ops::BnVars;
+use crate::ops::{BnVars, Unary};
 use crate::store::{Init, Param, StateRef};
 
 /// LayerNorm over the last axis with affine weight and bias.
@@ -79,6 +79,12 @@ impl BatchNorm2d {
 
     /// Batch statistics (and running-stat updates) in training, running stats in evaluation.
     pub fn forward(&self, g: &mut Graph, x: Var, f: &Fwd) -> Result<Var> {
+        self.forward_act(g, x, f, None, Unary::Identity)
+    }
+
+    /// `act(bn(x) + residual)` as one fused op (one dispatch forward, one backward): `act` is
+    /// `Unary::Identity`, `Relu` or `Relu6`, `residual` a tensor of the shape of `x`.
+    pub fn forward_act(&self, g: &mut Graph, x: Var, f: &Fwd, residual: Option<Var>, act: Unary) -> Result<Var> {
         let v = BnVars {
             weight: Some(g.param(&self.weight)),
             bias: Some(g.param(&self.bias)),
@@ -86,7 +92,7 @@ impl BatchNorm2d {
             running_var: g.state(&self.running_var),
             num_batches_tracked: g.state(&self.num_batches_tracked),
         };
-        g.batch_norm(x, &v, self.eps, self.momentum, f.training())
+        g.batch_norm_act(x, &v, self.eps, self.momentum, f.training(), residual, act)
     }
 }
 

@@ -173,7 +173,12 @@ impl Op for AttentionOp {
         let (key, wg) = dm.key("attn_fwd");
         let groups = check_grid("attention", &dm, wg)?;
         let qkv = Bind::T(n.inputs[0].var);
-        let bias = n.inputs.get(1).map_or(qkv, |t| Bind::T(t.var));
+        // Without a bias the kernel never reads its binding: a placeholder, not qkv again
+        // (a tensor bound twice gets a copy dispatch).
+        let bias = match n.inputs.get(1) {
+            Some(t) => Bind::T(t.var),
+            None => l.unused(),
+        };
         let binds = [qkv, Bind::T(n.outputs[0].var), Bind::T(n.outputs[1].var), bias];
         l.dispatch_key(key, dm.params(self.scale, dm.groups), &binds, groups);
         Ok(())
@@ -188,6 +193,12 @@ impl Op for AttentionOp {
         let dm = self.dims(n);
         // QK^T and PV, 2 flops per multiply-add each.
         4 * (dm.b * dm.heads * dm.n * dm.n * dm.dh) as u64
+    }
+
+    /// Batch b uses bias[b % G]: slices hold whole groups of G.
+    fn batch_split(&self, n: &NodeRef, _parts: usize) -> Option<crate::graph::BatchSplit> {
+        let groups = n.inputs.get(1).map_or(1, |t| t.shape[0]);
+        Some(crate::graph::BatchSplit::rows(n).whole(&[1]).unit(groups))
     }
 }
 
@@ -205,7 +216,10 @@ impl Op for AttnBwdOp {
     fn lower(&self, n: &NodeRef, l: &mut Lowering) -> Result<()> {
         let dm = Dims::of(&n.inputs[0].shape, self.heads, n.inputs.get(4).map(|t| t.shape.as_slice()));
         let qkv = Bind::T(n.inputs[0].var);
-        let bias = n.inputs.get(4).map_or(qkv, |t| Bind::T(t.var));
+        let bias = match n.inputs.get(4) {
+            Some(t) => Bind::T(t.var),
+            None => l.unused(),
+        };
         let binds = [
             qkv,
             Bind::T(n.inputs[1].var),
@@ -223,6 +237,11 @@ impl Op for AttnBwdOp {
         }
         Ok(())
     }
+
+    fn batch_split(&self, n: &NodeRef, _parts: usize) -> Option<crate::graph::BatchSplit> {
+        let groups = n.inputs.get(4).map_or(1, |t| t.shape[0]);
+        Some(crate::graph::BatchSplit::rows(n).whole(&[4]).unit(groups))
+    }
 }
 
 /// Gradient of the attention bias. Inputs: qkv, dO, lse, bias, dvec. Output: [G, H, N, N].
@@ -239,9 +258,11 @@ impl Op for AttnDBiasOp {
     fn lower(&self, n: &NodeRef, l: &mut Lowering) -> Result<()> {
         let dm = Dims::of(&n.inputs[0].shape, self.heads, Some(&n.inputs[3].shape));
         let qkv = Bind::T(n.inputs[0].var);
+        // Binding 2 (o) is not read by attn_dbias.
+        let o = l.unused();
         let binds = [
             qkv,
-            qkv,
+            o,
             Bind::T(n.inputs[2].var),
             Bind::T(n.inputs[3].var),
             Bind::T(n.inputs[1].var),
@@ -251,6 +272,11 @@ impl Op for AttnDBiasOp {
         let (key, _) = dm.key("attn_dbias");
         l.dispatch_key(key, dm.params(self.scale, dm.groups), &binds, grid_for(n.outputs[0].numel(), 64));
         Ok(())
+    }
+
+    /// The bias gradient of a batch is the sum of its slices'.
+    fn batch_split(&self, n: &NodeRef, _parts: usize) -> Option<crate::graph::BatchSplit> {
+        Some(crate::graph::BatchSplit::rows(n).whole(&[3]).sum(&[0]).unit(n.inputs[3].shape[0]))
     }
 }
 

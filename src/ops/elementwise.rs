@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::graph::cpu::{strides, unravel};
 use crate::graph::lower::grid_for;
-use crate::graph::{Bind, CpuTensor, DType, Graph, Lowering, NodeRef, Op, Params, Var};
+use crate::graph::{Bind, CpuTensor, DType, Graph, Lowering, NodeRef, Op, Params, Source, Var};
 
 /// Unary maps. Codes match `unary_f` in the shader.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -31,7 +31,7 @@ pub enum Unary {
 }
 
 impl Unary {
-    fn code(self) -> (u32, f32, f32) {
+    pub(crate) fn code(self) -> (u32, f32, f32) {
         match self {
             Unary::Identity => (0, 0.0, 0.0),
             Unary::Relu => (1, 0.0, 0.0),
@@ -142,11 +142,7 @@ impl Op for UnaryOp {
         let dx = match self.0 {
             Unary::Identity => gy,
             Unary::Affine(a, _) => g.unary(gy, Unary::Affine(a, 0.0))?,
-            _ => {
-                let x = n.inputs[0].var;
-                let shape = n.inputs[0].shape.clone();
-                g.push(UnaryGradOp(self.0), &[x, gy], shape, DType::F32)?
-            }
+            _ => g.unary_grad(n.inputs[0].var, gy, self.0)?,
         };
         Ok(vec![Some(dx)])
     }
@@ -159,6 +155,10 @@ impl Op for UnaryOp {
     }
     fn cpu(&self, _n: &NodeRef, x: &[&CpuTensor]) -> Result<Vec<CpuTensor>> {
         Ok(vec![x[0].map(|v| self.0.eval(v))])
+    }
+
+    fn batch_split(&self, n: &NodeRef, _parts: usize) -> Option<crate::graph::BatchSplit> {
+        Some(crate::graph::BatchSplit::rows(n))
     }
 }
 
@@ -177,6 +177,10 @@ impl Op for UnaryGradOp {
         let binds = [Bind::T(n.inputs[0].var), Bind::T(n.inputs[1].var), Bind::T(n.outputs[0].var)];
         l.dispatch("elementwise", "unary_grad", p, &binds, grid_for(len, 256));
         Ok(())
+    }
+
+    fn batch_split(&self, n: &NodeRef, _parts: usize) -> Option<crate::graph::BatchSplit> {
+        Some(crate::graph::BatchSplit::rows(n))
     }
 }
 
@@ -294,6 +298,13 @@ impl Op for BinaryOp {
             .collect();
         Ok(vec![CpuTensor::new(out, data)])
     }
+
+    /// An operand without the output's leading axis is broadcast: every slice reads it whole.
+    fn batch_split(&self, n: &NodeRef, _parts: usize) -> Option<crate::graph::BatchSplit> {
+        let out = &n.outputs[0].shape;
+        let shared: Vec<usize> = (0..2).filter(|&i| n.inputs[i].shape.len() != out.len() || n.inputs[i].shape[0] != out[0]).collect();
+        Some(crate::graph::BatchSplit::rows(n).whole(&shared))
+    }
 }
 
 #[derive(Debug)]
@@ -313,6 +324,10 @@ impl Op for FillOp {
     }
     fn backward(&self, _g: &mut Graph, _n: &NodeRef, _gy: &[Option<Var>]) -> Result<Vec<Option<Var>>> {
         Ok(vec![])
+    }
+
+    fn batch_split(&self, n: &NodeRef, _parts: usize) -> Option<crate::graph::BatchSplit> {
+        Some(crate::graph::BatchSplit::rows(n))
     }
 }
 
@@ -347,9 +362,151 @@ fn check_f32(g: &Graph, op: &'static str, v: Var) -> Result<()> {
     Ok(())
 }
 
+/// Epilogue fusion: an op absorbs the elementwise op that follows it (`Op::with_addend`,
+/// `Op::with_unary`, `Op::with_unary_grad`) by rewriting its node in place, so the graph
+/// keeps its order and every other node its meaning.
 impl Graph {
+    /// Users of `v`: nodes that read it, after the one that produces it.
+    fn users(&self, v: Var) -> usize {
+        let from = match self.info(v).source {
+            Source::Node(p) => p + 1,
+            _ => 0,
+        };
+        self.nodes[from..].iter().filter(|n| n.inputs.contains(&v)).count()
+    }
+
+    /// Whether some later reader (the host, a parameter slot, an autodiff pin) needs `v`.
+    fn pinned(&self, v: Var) -> bool {
+        self.kept.contains(&v) || self.param_grads.iter().any(|(_, g)| *g == v)
+    }
+
+    /// The node an epilogue on `fresh` can be fused into, following reshapes: `fresh` (or the
+    /// tensor it reshapes) is the first output of a node that writes nothing in place, and
+    /// nothing reads any tensor of that chain but the next reshape (nothing reads `fresh`).
+    fn fusion_target(&self, fresh: Var) -> Option<usize> {
+        let mut v = fresh;
+        let mut allowed = 0;
+        loop {
+            if self.pinned(v) || self.users(v) != allowed {
+                return None;
+            }
+            let Source::Node(p) = self.info(v).source else { return None };
+            let node = &self.nodes[p];
+            if node.op.name() == "reshape" && node.op.alias_of() == Some(0) {
+                v = node.inputs[0];
+                allowed = 1;
+                continue;
+            }
+            if node.outputs[0] != v || !node.op.writes().is_empty() || node.op.alias_of().is_some() {
+                return None;
+            }
+            return Some(p);
+        }
+    }
+
+    /// Let the node that computes `v` skip it ([`Op::without_output`]) when nothing reads `v`
+    /// and nothing can: autodiff discards such gradients.
+    pub(crate) fn discard_output(&mut self, v: Var) {
+        let Source::Node(j) = self.info(v).source else { return };
+        if self.pinned(v) || self.users(v) != 0 {
+            return;
+        }
+        let Some(i) = self.nodes[j].outputs.iter().position(|&o| o == v) else { return };
+        if let Some(op) = self.nodes[j].op.without_output(i) {
+            self.nodes[j].op = op;
+        }
+    }
+
+    /// `x`, or a tensor it reshapes (the same values in the same order), that node `j` may
+    /// read as an extra input: one that exists before it and that no node from `j` on writes
+    /// in place.
+    fn readable_at(&self, x: Var, j: usize) -> Option<Var> {
+        let root = self.root(x);
+        if self.nodes[j..].iter().any(|n| n.op.writes().iter().any(|&w| self.root(n.inputs[w]) == root)) {
+            return None;
+        }
+        let mut v = x;
+        loop {
+            let Source::Node(p) = self.info(v).source else { return Some(v) };
+            if p < j {
+                return Some(v);
+            }
+            let node = &self.nodes[p];
+            if node.op.name() != "reshape" || node.op.alias_of() != Some(0) {
+                return None;
+            }
+            v = node.inputs[0];
+        }
+    }
+
+    /// `acc + fresh`, fused into the op that produces `fresh` where it can be: when `fresh`
+    /// (or the tensor it reshapes) is the first output of the node that computes it, nothing
+    /// reads it yet, the host does not keep it, the node's op has [`Op::with_addend`], and
+    /// `acc` has exactly `fresh`'s shape (no broadcast), that node is rewritten to add `acc`
+    /// itself (its extra input is `acc`, or the tensor `acc` reshapes, with as many elements
+    /// as the node's output) and `fresh` is returned, now holding the sum. Otherwise an `add`
+    /// dispatch.
+    /// Residual connections and gradient sums use it.
+    pub fn add_into(&mut self, acc: Var, fresh: Var) -> Result<Var> {
+        let same = self.shape(acc) == self.shape(fresh) && self.dtype(acc) == DType::F32 && self.dtype(fresh) == DType::F32;
+        if same && acc != fresh {
+            if let Some(j) = self.fusion_target(fresh) {
+                if let (Some(op), Some(a)) = (self.nodes[j].op.with_addend(), self.readable_at(acc, j)) {
+                    let node = &mut self.nodes[j];
+                    node.op = op;
+                    node.inputs.push(a);
+                    return Ok(fresh);
+                }
+            }
+        }
+        self.add(acc, fresh)
+    }
+
+    /// `dy * u'(x)`, the gradient of `u` at `x`, fused into the op that produces `dy` where
+    /// it can be (the conditions of [`Self::add_into`], with [`Op::with_unary_grad`]):
+    /// `dX = (dY W) * gelu'(h)` in one matmul. Otherwise a `unary_grad` dispatch.
+    pub fn unary_grad(&mut self, x: Var, dy: Var, u: Unary) -> Result<Var> {
+        if self.numel(x) != self.numel(dy) {
+            return Err(Error::shape("unary_grad", format!("gradient {:?} does not match {:?}", self.shape(dy), self.shape(x))));
+        }
+        if self.shape(x) == self.shape(dy) && x != dy {
+            if let Some(j) = self.fusion_target(dy) {
+                if let (Some(op), Some(x)) = (self.nodes[j].op.with_unary_grad(u), self.readable_at(x, j)) {
+                    let node = &mut self.nodes[j];
+                    node.op = op;
+                    node.inputs.push(x);
+                    return Ok(dy);
+                }
+            }
+        }
+        let shape = self.shape(x).to_vec();
+        self.push(UnaryGradOp(u), &[x, dy], shape, DType::F32)
+    }
+
+    /// `u(x)`. When `x` (or the tensor it reshapes) is the single output of a node whose op
+    /// has [`Op::with_unary`], that node writes `u(x)` too, as one more output (`fc1` and its
+    /// GELU in one dispatch); `x` keeps its value and its users.
     pub fn unary(&mut self, x: Var, u: Unary) -> Result<Var> {
         check_f32(self, u.name(), x)?;
+        let mut v = x;
+        while let Source::Node(p) = self.info(v).source {
+            let node = &self.nodes[p];
+            if node.op.name() == "reshape" && node.op.alias_of() == Some(0) {
+                v = node.inputs[0];
+                continue;
+            }
+            if node.outputs.len() != 1 || !node.op.writes().is_empty() || node.op.alias_of().is_some() {
+                break;
+            }
+            let Some(op) = node.op.with_unary(u) else { break };
+            let info = self.info(v).clone();
+            let y = self.new_tensor(info.shape, DType::F32, Source::Node(p), format!("{}.{}", info.name, u.name()));
+            let node = &mut self.nodes[p];
+            node.op = op;
+            node.outputs.push(y);
+            let shape = self.shape(x).to_vec();
+            return if self.shape(y) == shape.as_slice() { Ok(y) } else { self.reshape(y, &shape) };
+        }
         let shape = self.shape(x).to_vec();
         self.push(UnaryOp(u), &[x], shape, DType::F32)
     }

@@ -89,6 +89,13 @@ impl Op for ExpandOp {
         let out = &n.outputs[0].shape;
         Ok(vec![gather_cpu(x[0], out, &broadcast_strides(&x[0].shape, out), 0)])
     }
+
+    /// An input without the output's leading axis is broadcast: every slice reads it whole.
+    fn batch_split(&self, n: &NodeRef, _parts: usize) -> Option<crate::graph::BatchSplit> {
+        let (x, out) = (&n.inputs[0].shape, &n.outputs[0].shape);
+        let split = crate::graph::BatchSplit::rows(n);
+        Some(if x.len() == out.len() && x[0] == out[0] { split } else { split.whole(&[0]) })
+    }
 }
 
 #[derive(Debug)]
@@ -120,6 +127,10 @@ impl Op for PermuteOp {
     fn cpu(&self, n: &NodeRef, x: &[&CpuTensor]) -> Result<Vec<CpuTensor>> {
         Ok(vec![gather_cpu(x[0], &n.outputs[0].shape, &self.strides(&x[0].shape), 0)])
     }
+
+    fn batch_split(&self, n: &NodeRef, _parts: usize) -> Option<crate::graph::BatchSplit> {
+        (self.0[0] == 0).then(|| crate::graph::BatchSplit::rows(n))
+    }
 }
 
 /// A contiguous range `start..start+len` along `axis`.
@@ -147,6 +158,10 @@ impl Op for SliceOp {
         let st = strides(&x[0].shape);
         Ok(vec![gather_cpu(x[0], &n.outputs[0].shape, &st, self.start * st[self.axis])])
     }
+
+    fn batch_split(&self, n: &NodeRef, _parts: usize) -> Option<crate::graph::BatchSplit> {
+        (self.axis != 0).then(|| crate::graph::BatchSplit::rows(n))
+    }
 }
 
 /// Place the input at `start` along `axis` of a zero tensor (the adjoint of slice).
@@ -171,6 +186,10 @@ impl Op for PadOp {
         let st = strides(&n.outputs[0].shape);
         strided(l, "scatter", n.inputs[0].var, y, &n.inputs[0].shape, &st, self.start * st[self.axis]);
         Ok(())
+    }
+
+    fn batch_split(&self, n: &NodeRef, _parts: usize) -> Option<crate::graph::BatchSplit> {
+        (self.axis != 0).then(|| crate::graph::BatchSplit::rows(n))
     }
 }
 
@@ -216,6 +235,10 @@ impl Op for ConcatOp {
             start += x.shape[self.axis];
         }
         Ok(vec![out])
+    }
+
+    fn batch_split(&self, n: &NodeRef, _parts: usize) -> Option<crate::graph::BatchSplit> {
+        (self.axis != 0).then(|| crate::graph::BatchSplit::rows(n))
     }
 }
 

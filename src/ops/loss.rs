@@ -4,7 +4,8 @@
 use super::softmax::{rows_cols, softmax_cpu};
 use crate::error::{Error, Result};
 use crate::graph::lower::{grid, grid_for};
-use crate::graph::{Bind, CpuTensor, DType, Graph, Lowering, NodeRef, Op, Params, Var};
+use crate::graph::{Bind, CpuTensor, DType, Graph, Lowering, NodeRef, Op, Params, Source, Var};
+use std::sync::Arc;
 
 fn ce_params(rows: usize, cols: usize, k: usize, smoothing: f32, scale: f32) -> Params {
     Params::new().u(rows).u(cols).u(k).u(0).f(smoothing).f(scale).f(0.0).f(0.0)
@@ -20,7 +21,27 @@ pub(crate) fn sum_rows_into(l: &mut Lowering, src: Bind, dst: Bind, rows: usize,
     }
 }
 
-/// Mean cross-entropy; input 1 is U32 labels (`soft == false`) or F32 targets.
+/// Rows up to which the cross-entropy runs as one workgroup (one dispatch for the loss and
+/// its gradient); more rows take a per-row pass and a reduction.
+const CE_ONE_WORKGROUP_ROWS: usize = 2048;
+
+/// Whether `v` is the constant 1 (the seed `gradients` starts from): a constant, or a node
+/// without inputs (a fill) whose reference value is 1 everywhere.
+fn is_one(g: &Graph, v: Var) -> bool {
+    let ones = |d: &[f64]| d.iter().all(|&x| x == 1.0);
+    match &g.info(v).source {
+        Source::Const(bits) => g.dtype(v) == DType::F32 && bits.iter().all(|&b| b == 1.0f32.to_bits()),
+        Source::Node(i) => {
+            let n = &g.nodes()[*i];
+            n.inputs.is_empty() && n.op.cpu(&g.node_ref(*i), &[]).is_ok_and(|o| o.len() == 1 && ones(&o[0].data))
+        }
+        _ => false,
+    }
+}
+
+/// Mean cross-entropy; input 1 is U32 labels (`soft == false`) or F32 targets. Outputs: the
+/// loss [1] and, from the same pass, its gradient with respect to the logits [rows, cols]
+/// (the backward pass then costs nothing when the loss is what is differentiated).
 #[derive(Debug)]
 struct CrossEntropyOp {
     smoothing: f32,
@@ -33,19 +54,29 @@ impl Op for CrossEntropyOp {
     }
     fn backward(&self, g: &mut Graph, n: &NodeRef, gy: &[Option<Var>]) -> Result<Vec<Option<Var>>> {
         let Some(gy) = gy[0] else { return Ok(vec![None, None]) };
-        let shape = n.inputs[0].shape.clone();
-        let op = CrossEntropyGradOp { smoothing: self.smoothing, soft: self.soft };
-        let dz = g.push(op, &[n.inputs[0].var, n.inputs[1].var, gy], shape, DType::F32)?;
+        let dz = n.outputs[1].var;
+        // d loss / d logits was written by the forward pass; scaled unless the seed is 1 (then
+        // the seed's fill has no reader left and is not run).
+        let dz = if is_one(g, gy) { dz } else { g.mul(dz, gy)? };
         // Targets are data (labels, a detached teacher): no gradient flows into them.
         Ok(vec![Some(dz), None])
     }
+    fn flops(&self, n: &NodeRef) -> u64 {
+        8 * n.inputs[0].numel() as u64
+    }
     fn lower(&self, n: &NodeRef, l: &mut Lowering) -> Result<()> {
         let (rows, cols) = rows_cols(&n.inputs[0].shape);
+        let (z, t, loss, dz) = (Bind::T(n.inputs[0].var), Bind::T(n.inputs[1].var), Bind::T(n.outputs[0].var), Bind::T(n.outputs[1].var));
+        let p = ce_params(rows, cols, 0, self.smoothing, 1.0 / rows as f32);
+        if rows <= CE_ONE_WORKGROUP_ROWS {
+            let entry = if self.soft { "ce_soft_fused" } else { "ce_fused" };
+            l.dispatch("loss", entry, p, &[z, t, loss, dz], [1, 1, 1]);
+            return Ok(());
+        }
         let per_row = l.scratch(rows, "per-row loss");
-        let p = ce_params(rows, cols, 0, self.smoothing, 1.0);
-        let entry = if self.soft { "ce_soft_rows" } else { "ce_rows" };
-        l.dispatch("loss", entry, p, &[Bind::T(n.inputs[0].var), Bind::T(n.inputs[1].var), per_row], grid_for(rows, 64));
-        sum_rows_into(l, per_row, Bind::T(n.outputs[0].var), rows, 1.0 / rows as f32);
+        let entry = if self.soft { "ce_soft_rows_grad" } else { "ce_rows_grad" };
+        l.dispatch("loss", entry, p, &[z, t, per_row, dz], grid_for(rows, 64));
+        sum_rows_into(l, per_row, loss, rows, 1.0 / rows as f32);
         Ok(())
     }
     fn cpu(&self, _n: &NodeRef, x: &[&CpuTensor]) -> Result<Vec<CpuTensor>> {
@@ -53,7 +84,9 @@ impl Op for CrossEntropyOp {
         let ls = softmax_cpu(x[0], true);
         let eps = self.smoothing as f64;
         let mut total = 0.0;
+        let mut dz = CpuTensor::zeros(&x[0].shape);
         for r in 0..rows {
+            let tsum: f64 = if self.soft { (0..cols).map(|c| x[1].data[r * cols + c]).sum() } else { 1.0 };
             for c in 0..cols {
                 let t = if self.soft {
                     x[1].data[r * cols + c]
@@ -63,30 +96,12 @@ impl Op for CrossEntropyOp {
                     0.0
                 };
                 let q = (1.0 - eps) * t + eps / cols as f64;
-                total -= q * ls.data[r * cols + c];
+                let lsv = ls.data[r * cols + c];
+                total -= q * lsv;
+                dz.data[r * cols + c] = (lsv.exp() * ((1.0 - eps) * tsum + eps) - q) / rows as f64;
             }
         }
-        Ok(vec![CpuTensor::new(&[1], vec![total / rows as f64])])
-    }
-}
-
-#[derive(Debug)]
-struct CrossEntropyGradOp {
-    smoothing: f32,
-    soft: bool,
-}
-
-impl Op for CrossEntropyGradOp {
-    fn name(&self) -> &'static str {
-        "cross_entropy_grad"
-    }
-    fn lower(&self, n: &NodeRef, l: &mut Lowering) -> Result<()> {
-        let (rows, cols) = rows_cols(&n.inputs[0].shape);
-        let p = ce_params(rows, cols, 0, self.smoothing, 1.0 / rows as f32);
-        let entry = if self.soft { "ce_soft_grad" } else { "ce_grad" };
-        let binds = [Bind::T(n.inputs[0].var), Bind::T(n.inputs[1].var), Bind::T(n.outputs[0].var), Bind::T(n.inputs[2].var)];
-        l.dispatch("loss", entry, p, &binds, grid_for(rows, 64));
-        Ok(())
+        Ok(vec![CpuTensor::new(&[1], vec![total / rows as f64]), dz])
     }
 }
 
@@ -241,7 +256,9 @@ impl Graph {
         }
         let rows = self.shape(labels)[0];
         check_logits(self, "cross_entropy", logits, rows)?;
-        self.push(CrossEntropyOp { smoothing, soft: false }, &[logits, labels], vec![1], DType::F32)
+        let shape = self.shape(logits).to_vec();
+        let op = CrossEntropyOp { smoothing, soft: false };
+        Ok(self.add_node(Arc::new(op), &[logits, labels], &[(vec![1], DType::F32), (shape, DType::F32)])?[0])
     }
 
     /// Mean cross-entropy with soft targets [B, C] (probabilities), optionally smoothed.
@@ -254,7 +271,8 @@ impl Graph {
                 format!("targets {:?} do not match logits {:?}", self.shape(targets), self.shape(logits)),
             ));
         }
-        self.push(CrossEntropyOp { smoothing, soft: true }, &[logits, targets], vec![1], DType::F32)
+        let op = CrossEntropyOp { smoothing, soft: true };
+        Ok(self.add_node(Arc::new(op), &[logits, targets], &[(vec![1], DType::F32), (vec![rows, cols], DType::F32)])?[0])
     }
 
     /// Per-row cross-entropy [B] (no smoothing, no gradient): for evaluation with masks.

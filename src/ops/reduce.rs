@@ -145,6 +145,16 @@ impl Op for ReduceOp {
         }
         Ok(out)
     }
+
+    /// Kept rows reduce on their own; a sum over the batch is the sum of the slices' sums (a
+    /// mean or max over it is not, and stays whole).
+    fn batch_split(&self, n: &NodeRef, _parts: usize) -> Option<crate::graph::BatchSplit> {
+        match (self.axes.contains(&0), self.kind) {
+            (false, _) => Some(crate::graph::BatchSplit::rows(n)),
+            (true, Reduce::Sum) => Some(crate::graph::BatchSplit::rows(n).sum(&[0])),
+            (true, _) => None,
+        }
+    }
 }
 
 /// Scatter the gradient of a max to the position of the maximum.

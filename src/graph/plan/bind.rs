@@ -87,7 +87,7 @@ fn bind_one(ctx: &Context, g: &Graph, c: &Cmd, placed: &Placement, ubuf: &wgpu::
             size: std::num::NonZeroU64::new(uniform_len(params)),
         }),
     }];
-    let bound: Vec<_> = binds.iter().map(|b| placed.resolve(g, b)).collect();
+    let bound = binds.iter().map(|b| placed.resolve(g, b, ctx.offset_align())).collect::<Result<Vec<_>>>()?;
     check_overlap(g, c, &bound)?;
     for (bi, s) in bound.iter().enumerate() {
         entries.push(wgpu::BindGroupEntry {

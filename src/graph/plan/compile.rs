@@ -4,6 +4,7 @@
 use super::bind::{self, Bound};
 use super::overlap::copy_repeated_reads;
 use super::place::{self, Placement, Scratch};
+use super::split::{self, Splits};
 use super::{Plan, PlanStats, Slot};
 use crate::error::Result;
 use crate::gpu::Context;
@@ -19,10 +20,11 @@ impl Plan {
         let g = graph;
         let label = format!("plan {name}");
         let needed = needed_nodes(g);
-        let (cmds, scratch) = lower(ctx, g, &needed)?;
-        let placed = place::place(ctx, g, store, &cmds, &scratch, &label)?;
+        let splits = split::plan(ctx, g, &needed)?;
+        let (cmds, scratch) = lower(ctx, g, &needed, &splits)?;
+        let placed = place::place(ctx, g, store, &cmds, &scratch, &splits.pieces, &label)?;
         let Bound { cmds: compiled, labels, scopes, pipelines, uniforms } = bind::bind(ctx, g, &cmds, &placed)?;
-        let Placement { slots, io_vars, arena_bufs, io_bufs, arena_bytes, naive_bytes, io_bytes, .. } = placed;
+        let Placement { slots, pieces, io_vars, arena_bufs, io_bufs, arena_bytes, naive_bytes, io_bytes, .. } = placed;
 
         let inputs =
             io_vars.iter().filter(|&&v| matches!(g.info(v).source, Source::Input { .. })).map(|&v| (g.info(v).name.clone(), v)).collect();
@@ -34,7 +36,7 @@ impl Plan {
             io_bytes,
             pipelines,
         };
-        let slots = host_slots(g, &slots);
+        let (slots, pieces) = host_slots(g, &slots, &pieces);
         ctx.check(&format!("compiling {label}"))?;
         let state_vars = (0..g.tensors.len() as u32)
             .map(Var)
@@ -49,6 +51,7 @@ impl Plan {
             name: name.to_string(),
             cmds: compiled,
             slots,
+            pieces,
             infos: g.tensors.clone(),
             inputs,
             stats,
@@ -76,15 +79,18 @@ fn needed_nodes(g: &Graph) -> Vec<bool> {
     needed
 }
 
-/// Lower the needed nodes in graph order (aliases such as reshape emit nothing): the
-/// dispatches, with a copy before any that reads one tensor through two bindings, and the
-/// scratch memory they ask for.
-fn lower(ctx: &Context, g: &Graph, needed: &[bool]) -> Result<(Vec<Cmd>, Vec<Scratch>)> {
+/// Lower the needed nodes in graph order (aliases such as reshape emit nothing; nodes over
+/// the binding limit run as batch slices): the dispatches, with a copy before any that reads
+/// one tensor through two bindings, and the scratch memory they ask for.
+fn lower(ctx: &Context, g: &Graph, needed: &[bool], splits: &Splits) -> Result<(Vec<Cmd>, Vec<Scratch>)> {
     let mut low = Lowering::new(ctx);
     for (i, n) in g.nodes.iter().enumerate() {
         if needed[i] && n.op.alias_of().is_none() {
             low.node = i;
-            n.op.lower(&g.node_ref(i), &mut low)?;
+            match splits.nodes.get(&i) {
+                Some(s) => split::lower_node(g, i, s, &mut low)?,
+                None => n.op.lower(&g.node_ref(i), &mut low)?,
+            }
         }
     }
     let Lowering { cmds, mut scratch, .. } = low;
@@ -92,15 +98,20 @@ fn lower(ctx: &Context, g: &Graph, needed: &[bool]) -> Result<(Vec<Cmd>, Vec<Scr
     Ok((cmds, scratch))
 }
 
-/// Every var the host may address, from the slots of the root vars: an alias (reshape) shares
-/// its root's memory under its own size.
-fn host_slots(g: &Graph, slots: &HashMap<Var, Slot>) -> HashMap<Var, Slot> {
+/// Every var the host may address, from the memory of the root vars (a slot, or the pieces
+/// of a tensor over the binding limit): an alias (reshape) shares its root's memory under
+/// its own size.
+type HostSlots = (HashMap<Var, Slot>, HashMap<Var, Vec<Slot>>);
+fn host_slots(g: &Graph, slots: &HashMap<Var, Slot>, pieces: &HashMap<Var, Vec<Slot>>) -> HostSlots {
     let mut all = HashMap::new();
+    let mut pieced = HashMap::new();
     for v in (0..g.tensors.len() as u32).map(Var) {
         if let Some(s) = slots.get(&g.root(v)) {
             let bytes = g.info(v).bytes();
             all.insert(v, Slot { bytes, ..s.clone() });
+        } else if let Some(p) = pieces.get(&g.root(v)) {
+            pieced.insert(v, p.clone());
         }
     }
-    all
+    (all, pieced)
 }

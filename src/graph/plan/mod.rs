@@ -12,6 +12,7 @@ mod bind;
 mod compile;
 mod overlap;
 mod place;
+mod split;
 
 use super::{DType, Source, TensorInfo, Var};
 use crate::error::{Error, Result};
@@ -77,6 +78,8 @@ pub struct Plan {
     cmds: Vec<CompiledCmd>,
     /// Storage of every tensor the host may write or read.
     slots: HashMap<Var, Slot>,
+    /// The pieces of every host-addressable tensor over the storage-binding limit.
+    pieces: HashMap<Var, Vec<Slot>>,
     infos: Vec<TensorInfo>,
     inputs: HashMap<String, Var>,
     stats: PlanStats,
@@ -98,9 +101,12 @@ impl fmt::Debug for Plan {
     }
 }
 
-/// A readback in flight for several tensors (see [`Plan::request`]).
+/// A readback in flight for several tensors (see [`Plan::request`]): one staging buffer, or
+/// several when the tensors are more than one buffer may hold.
 pub struct Pending {
-    slot: ReadbackSlot,
+    slots: Vec<ReadbackSlot>,
+    /// What each slot has delivered so far.
+    got: Vec<Option<Vec<u8>>>,
     parts: Vec<(Var, u64, u64, DType)>,
 }
 
@@ -118,22 +124,40 @@ impl Pending {
             .collect()
     }
 
+    /// The staging buffers' bytes end to end.
+    fn joined(&mut self) -> Vec<u8> {
+        self.got.iter_mut().flat_map(|b| b.take().unwrap_or_default()).collect()
+    }
+
     /// The values (one vector per requested tensor) if they have arrived; never blocks.
     pub fn try_take(&mut self, ctx: &Context) -> Result<Option<Vec<Vec<f32>>>> {
-        Ok(self.slot.try_take(ctx)?.map(|b| self.split(&b)))
+        for (slot, got) in self.slots.iter_mut().zip(&mut self.got) {
+            if got.is_none() {
+                *got = slot.try_take(ctx)?;
+            }
+        }
+        if self.got.iter().any(Option::is_none) {
+            return Ok(None);
+        }
+        let b = self.joined();
+        Ok(Some(self.split(&b)))
     }
 
     /// Await the values.
     pub async fn take(mut self, ctx: &Context) -> Result<Vec<Vec<f32>>> {
-        let b = self.slot.take(ctx).await?;
+        for (slot, got) in self.slots.iter_mut().zip(&mut self.got) {
+            if got.is_none() {
+                *got = Some(slot.take(ctx).await?);
+            }
+        }
+        let b = self.joined();
         Ok(self.split(&b))
     }
 
     /// Block until the values are here (native; only where the caller asks to wait).
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn wait(mut self, ctx: &Context) -> Result<Vec<Vec<f32>>> {
-        let b = self.slot.wait(ctx)?;
-        Ok(self.split(&b))
+    pub fn wait(self, ctx: &Context) -> Result<Vec<Vec<f32>>> {
+        pollster::block_on(self.take(ctx))
     }
 }
 
@@ -149,6 +173,17 @@ impl Plan {
     }
     pub fn dispatch_labels(&self) -> &[String] {
         &self.cmd_labels
+    }
+    /// How many dispatches of a step each kernel label (`op:entry`) accounts for, most
+    /// frequent first (ties by label): where a plan's dispatches go.
+    pub fn dispatch_counts(&self) -> Vec<(String, usize)> {
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for l in &self.cmd_labels {
+            *counts.entry(l.as_str()).or_default() += 1;
+        }
+        let mut out: Vec<(String, usize)> = counts.into_iter().map(|(l, n)| (l.to_string(), n)).collect();
+        out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        out
     }
     /// Per dispatch, the scoped name of its node's first output (e.g. `teacher/...`).
     pub fn dispatch_scopes(&self) -> &[String] {
@@ -168,8 +203,33 @@ impl Plan {
     fn slot(&self, v: Var) -> Result<&Slot> {
         self.slots.get(&v).ok_or_else(|| {
             let name = self.infos.get(v.index()).map(|t| t.name.as_str()).unwrap_or("?");
-            Error::usage(format!("tensor '{name}' is not addressable in plan '{}': mark it with Graph::keep", self.name))
+            match self.pieces.get(&v) {
+                Some(p) => Error::usage(format!(
+                    "tensor '{name}' of plan '{}' is over the storage-binding limit and lives in {} pieces, not one buffer",
+                    self.name,
+                    p.len()
+                )),
+                None => Error::usage(format!("tensor '{name}' is not addressable in plan '{}': mark it with Graph::keep", self.name)),
+            }
         })
+    }
+
+    /// The memory of a tensor in order: its slot, or its pieces.
+    fn parts(&self, v: Var) -> Result<&[Slot]> {
+        match self.pieces.get(&v) {
+            Some(p) => Ok(p),
+            None => self.slot(v).map(std::slice::from_ref),
+        }
+    }
+
+    /// Write raw bytes over a tensor's memory (piece by piece).
+    fn write_bytes(&self, v: Var, bytes: &[u8]) -> Result<()> {
+        let parts = self.parts(v)?;
+        let per = bytes.len() / parts.len();
+        for (s, chunk) in parts.iter().zip(bytes.chunks(per.max(1))) {
+            self.ctx.queue.write_buffer(&s.buffer, s.offset, chunk);
+        }
+        Ok(())
     }
 
     fn check_len(&self, v: Var, n: usize, dtype: DType) -> Result<&TensorInfo> {
@@ -189,9 +249,7 @@ impl Plan {
     /// Write f32 values into an input (takes effect for the next submitted step).
     pub fn write(&self, v: Var, data: &[f32]) -> Result<()> {
         self.check_len(v, data.len(), DType::F32)?;
-        let s = self.slot(v)?;
-        self.ctx.queue.write_buffer(&s.buffer, s.offset, bytemuck::cast_slice(data));
-        Ok(())
+        self.write_bytes(v, bytemuck::cast_slice(data))
     }
 
     /// Write u32 values (labels are checked against their class count).
@@ -205,9 +263,7 @@ impl Plan {
                 });
             }
         }
-        let s = self.slot(v)?;
-        self.ctx.queue.write_buffer(&s.buffer, s.offset, bytemuck::cast_slice(data));
-        Ok(())
+        self.write_bytes(v, bytemuck::cast_slice(data))
     }
 
     /// The buffer, byte offset and shape of a tensor, for hosts that bind it directly.
@@ -315,26 +371,40 @@ impl Plan {
         Ok(out)
     }
 
-    /// Start reading several tensors back (one copy, one mapping). Take the values later with
-    /// [`Pending::try_take`] (never blocks), `take().await`, or `wait()` (native).
+    /// Start reading several tensors back (one copy, one mapping; more when they exceed the
+    /// largest buffer). Take the values later with [`Pending::try_take`] (never blocks),
+    /// `take().await`, or `wait()` (native).
     pub fn request(&self, vars: &[Var]) -> Result<Pending> {
+        let max = self.ctx.limits.max_buffer_size;
         let mut parts = Vec::new();
+        // Each copy: source slot, staging buffer, offset in it. Pieces and whole tensors are
+        // multiples of 4 bytes but the last, so the staging buffers join end to end.
+        let mut copies: Vec<(&Slot, usize, u64)> = Vec::new();
+        let mut sizes: Vec<u64> = vec![0];
         let mut total = 0u64;
         for &v in vars {
-            let s = self.slot(v)?;
-            let bytes = s.bytes.div_ceil(4) * 4;
-            parts.push((v, total, s.bytes, self.infos[v.index()].dtype));
-            total += bytes;
+            let mut len = 0;
+            for s in self.parts(v)? {
+                let bytes = s.bytes.div_ceil(4) * 4;
+                if sizes.last().is_some_and(|&z| z > 0 && z + bytes > max) {
+                    sizes.push(0);
+                }
+                let last = sizes.len() - 1;
+                copies.push((s, last, sizes[last]));
+                sizes[last] += bytes;
+                len += s.bytes;
+            }
+            parts.push((v, total, len, self.infos[v.index()].dtype));
+            total += len.div_ceil(4) * 4;
         }
-        let mut slot = ReadbackSlot::new(&self.ctx, total, "plan readback");
+        let mut slots: Vec<ReadbackSlot> = sizes.iter().map(|&z| ReadbackSlot::new(&self.ctx, z, "plan readback")).collect();
         let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
-        for (i, &v) in vars.iter().enumerate() {
-            let s = self.slot(v)?;
-            enc.copy_buffer_to_buffer(&s.buffer, s.offset, slot.buffer(), parts[i].1, s.bytes.div_ceil(4) * 4);
+        for &(s, i, off) in &copies {
+            enc.copy_buffer_to_buffer(&s.buffer, s.offset, slots[i].buffer(), off, s.bytes.div_ceil(4) * 4);
         }
         self.ctx.scoped("copying results for readback", || self.ctx.queue.submit([enc.finish()]))?;
-        slot.start();
-        Ok(Pending { slot, parts })
+        slots.iter_mut().for_each(ReadbackSlot::start);
+        Ok(Pending { got: vec![None; slots.len()], slots, parts })
     }
 
     /// Read one tensor, awaiting the GPU.
@@ -351,8 +421,10 @@ impl Plan {
     /// Read a U32 tensor exactly (no float conversion).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn read_u32(&self, v: Var) -> Result<Vec<u32>> {
-        let s = self.slot(v)?;
-        let bytes = pollster::block_on(crate::gpu::Readback::read(&self.ctx, &s.buffer, s.offset, s.bytes))?;
+        let mut bytes = Vec::new();
+        for s in self.parts(v)? {
+            bytes.extend(pollster::block_on(crate::gpu::Readback::read(&self.ctx, &s.buffer, s.offset, s.bytes))?);
+        }
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 }

@@ -8,7 +8,7 @@ use super::place::Scratch;
 use crate::error::{Error, Result};
 use crate::gpu::{BindingKind, KernelKey};
 use crate::graph::lower::{Bind, Cmd, grid_for};
-use crate::graph::{Graph, Params};
+use crate::graph::{Graph, Params, Var};
 use crate::tensor::MAX_RANK;
 
 /// Takes the lowered dispatches and gives them back with a copy before each that reads one
@@ -20,9 +20,10 @@ pub(super) fn copy_repeated_reads(g: &Graph, cmds: Vec<Cmd>, scratch: &mut Vec<S
     for mut c in cmds {
         if g.nodes[c.node].op.writes().is_empty() {
             for j in 1..c.binds.len() {
-                let Bind::T(v) = c.binds[j] else { continue };
+                let Some((v, part, parts)) = tensor_part(c.binds[j]) else { continue };
                 let root = g.root(v);
-                if !c.binds[..j].iter().any(|b| matches!(*b, Bind::T(u) if g.root(u) == root)) {
+                let same = |b: &Bind| tensor_part(*b).is_some_and(|(u, p, k)| g.root(u) == root && (p, k) == (part, parts));
+                if !c.binds[..j].iter().any(same) {
                     continue;
                 }
                 // Only inputs are read: an output bound twice is a placeholder mistake, which
@@ -31,13 +32,13 @@ pub(super) fn copy_repeated_reads(g: &Graph, cmds: Vec<Cmd>, scratch: &mut Vec<S
                     continue;
                 }
                 let info = g.info(v);
-                let n = info.numel();
-                scratch.push((c.node, info.bytes(), format!("copy of '{}'", info.name)));
+                let n = info.numel() / parts as usize;
+                scratch.push((c.node, info.bytes() / parts as u64, format!("copy of '{}'", info.name)));
                 let copy = Bind::Scratch(scratch.len() - 1);
                 let mut key = KernelKey::new("layout", "gather");
                 key.bindings = vec![(0, BindingKind::Uniform), (1, BindingKind::ReadWrite), (2, BindingKind::ReadWrite)];
                 let params = Params::new().u(n).u(1).u(0).u(0).arr(&[n], MAX_RANK).arr(&[1], MAX_RANK).0;
-                out.push(Cmd { node: c.node, key, params, binds: vec![Bind::T(v), copy], groups: grid_for(n, 256) });
+                out.push(Cmd { node: c.node, key, params, binds: vec![c.binds[j], copy], groups: grid_for(n, 256) });
                 c.binds[j] = copy;
             }
         }
@@ -48,10 +49,10 @@ pub(super) fn copy_repeated_reads(g: &Graph, cmds: Vec<Cmd>, scratch: &mut Vec<S
 
 /// Takes the memory each storage binding of dispatch `c` resolves to; fails, naming the
 /// kernel and the op, if two of them overlap.
-pub(super) fn check_overlap(g: &Graph, c: &Cmd, bound: &[&Slot]) -> Result<()> {
+pub(super) fn check_overlap(g: &Graph, c: &Cmd, bound: &[Slot]) -> Result<()> {
     for i in 0..bound.len() {
         for j in i + 1..bound.len() {
-            let (a, b) = (bound[i], bound[j]);
+            let (a, b) = (&bound[i], &bound[j]);
             if a.buffer == b.buffer && a.offset < b.offset + b.bytes && b.offset < a.offset + a.bytes {
                 return Err(Error::usage(format!(
                     "{}::{} for {} binds overlapping memory at bindings {} and {}; WebGPU forbids aliasing \
@@ -66,4 +67,13 @@ pub(super) fn check_overlap(g: &Graph, c: &Cmd, bound: &[&Slot]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The tensor a binding names, with which of how many equal parts (0 of 1: all of it).
+fn tensor_part(b: Bind) -> Option<(Var, u32, u32)> {
+    match b {
+        Bind::T(v) => Some((v, 0, 1)),
+        Bind::Part { var, part, parts } => Some((var, part, parts)),
+        Bind::Scratch(_) => None,
+    }
 }
