@@ -13,7 +13,6 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 /// are not the report's: they are skipped (the numbers are in the tables).
 pub fn charts(r: &Report, out: &Path) {
     let mut variants: Vec<&str> = r.matmul.iter().map(|m| m.variant.as_str()).collect();
-    variants.dedup();
     variants.sort();
     variants.dedup();
     let series: Vec<(&str, Vec<(f32, f32)>)> = variants
