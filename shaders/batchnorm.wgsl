@@ -13,6 +13,7 @@
 // bn_backward_serial does the same with one thread per channel and no barriers: better when a
 // channel has few elements (small maps, many channels) and barriers are expensive. (A serial
 // bn_train gave gradients 1e-2 off PyTorch's in the resnet20 train-step golden and was removed.)
+// bn_train and bn_backward sum through the wg_reduce header (tree or subgroups).
 
 struct BnP {
     n: u32, c: u32, hw: u32, m: u32,
@@ -41,9 +42,6 @@ struct BnP {
 @group(0) @binding(8) var<storage, read_write> b8: array<f32>;
 @group(0) @binding(9) var<storage, read_write> b9: array<f32>;
 
-var<workgroup> bn_sh: array<f32, 256>;
-var<workgroup> bn_sh2: array<f32, 256>;
-
 fn bn_act(v: f32) -> f32 {
     if (bp.act == 1u) { return max(v, 0.0); }
     if (bp.act == 2u) { return clamp(v, 0.0, 6.0); }
@@ -60,35 +58,6 @@ fn bn_mask(dy: f32, y: f32) -> f32 {
 fn bn_grad_at(i: u32) -> f32 {
     if (bp.act == 0u) { return b1[i]; }
     return bn_mask(b1[i], b8[i]);
-}
-
-fn bn_sum(lid: u32, v: f32) -> f32 {
-    bn_sh[lid] = v;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s = s >> 1u) {
-        if (lid < s) { bn_sh[lid] = bn_sh[lid] + bn_sh[lid + s]; }
-        workgroupBarrier();
-    }
-    let r = bn_sh[0];
-    workgroupBarrier();
-    return r;
-}
-
-// Two sums in one tree (halves the barriers of the backward pass).
-fn bn_sum2(lid: u32, u: f32, v: f32) -> vec2<f32> {
-    bn_sh[lid] = u;
-    bn_sh2[lid] = v;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            bn_sh[lid] = bn_sh[lid] + bn_sh[lid + s];
-            bn_sh2[lid] = bn_sh2[lid] + bn_sh2[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = vec2<f32>(bn_sh[0], bn_sh2[0]);
-    workgroupBarrier();
-    return r;
 }
 
 // Thread lid visits elements lid, lid + 256, ... of its channel: (sample, pixel) pairs walked
@@ -110,16 +79,17 @@ fn bn_off(c: u32, w: BnWalk) -> u32 {
 }
 
 @compute @workgroup_size(256)
-fn bn_train(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn bn_train(@builtin(workgroup_id) wid: vec3<u32>, ids: WgIds) {
+    let lid = ids.lid;
     let c = wid.x;
     var s = 0.0;
     var w = bn_walk(lid);
     for (var e = lid; e < bp.m; e = e + 256u) { s = s + b1[bn_off(c, w)]; w = bn_next(w); }
-    let mean = bn_sum(lid, s) / f32(bp.m);
+    let mean = wg_sum(ids, s) / f32(bp.m);
     var v = 0.0;
     w = bn_walk(lid);
     for (var e = lid; e < bp.m; e = e + 256u) { let d = b1[bn_off(c, w)] - mean; v = v + d * d; w = bn_next(w); }
-    let var_b = bn_sum(lid, v) / f32(bp.m);
+    let var_b = wg_sum(ids, v) / f32(bp.m);
     let rstd = inverseSqrt(var_b + bp.eps);
     var scale = rstd;
     var shift = -mean * rstd;
@@ -145,7 +115,8 @@ fn bn_train(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
 }
 
 @compute @workgroup_size(256)
-fn bn_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn bn_backward(@builtin(workgroup_id) wid: vec3<u32>, ids: WgIds) {
+    let lid = ids.lid;
     let c = wid.x;
     let mean = b5[c];
     let rstd = b5[bp.c + c];
@@ -159,7 +130,8 @@ fn bn_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         sdyx = sdyx + dy * (b2[i] - mean) * rstd;
         w = bn_next(w);
     }
-    let t = bn_sum2(lid, sdy, sdyx);
+    // Both sums in one reduction.
+    let t = wg_sum2(ids, vec2<f32>(sdy, sdyx));
     var wt = 1.0;
     if (bp.affine != 0u) { wt = b3[c]; }
     let k = wt * rstd;

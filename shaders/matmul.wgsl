@@ -1,66 +1,13 @@
-// Batched matrix multiply C[b] = op(A[b]) @ op(B[b]) (+ bias[n]).
-// Element (m, k) of A is at b*sab + m*ars + k*acs, so transposes are just strides.
-// Two variants, chosen per adapter (src/gpu/mod.rs, KernelProfile):
+// Batched matrix multiply C[b] = op(A[b]) @ op(B[b]) (+ bias[n]); uniform block, bindings
+// and store epilogue in matmul_common.wgsl. Variants, chosen per adapter (src/gpu/mod.rs,
+// KernelProfile) and, for the tiled ones, per problem (src/ops/matmul.rs):
 //   mm_register_v4 / mm_register: each thread owns a block of outputs in registers; no
 //                shared memory, no barriers. Best on software adapters, where barriers are
 //                very expensive. The v4 form needs 4-aligned shapes; mm_register is the
 //                general fallback (4x4 scalar loads).
-//   mm_tiled:    64x64 workgroup tiles staged through workgroup memory, 4x4 per thread.
-//                The usual shape for real GPUs.
-
-struct MmP {
-    m: u32, n: u32, k: u32, batch: u32,
-    sab: u32, sbb: u32, scb: u32, flags: u32,
-    ars: u32, acs: u32, brs: u32, bcs: u32,
-    act: u32, dact: u32, _e0: u32, _e1: u32,
-}
-@group(0) @binding(0) var<uniform> mp: MmP;
-@group(0) @binding(1) var<storage, read_write> ma: array<f32>;
-@group(0) @binding(2) var<storage, read_write> mb: array<f32>;
-@group(0) @binding(3) var<storage, read_write> mc: array<f32>;
-@group(0) @binding(4) var<storage, read_write> mbias: array<f32>;
-// Epilogue tensors (src/ops/matmul.rs, Epilogue); placeholders when a flag is off.
-@group(0) @binding(5) var<storage, read_write> maux: array<f32>;
-@group(0) @binding(6) var<storage, read_write> madd: array<f32>;
-@group(0) @binding(7) var<storage, read_write> mact: array<f32>;
-@group(0) @binding(8) var<storage, read_write> mrows: array<f32>;
-
-const MM_INV_SQRT2: f32 = 0.70710678118654752;
-const MM_INV_SQRT_2PI: f32 = 0.39894228040143268;
-
-// The unary maps of the epilogue, codes as `Unary` in src/ops/elementwise.rs (1 relu, 3 gelu).
-fn mm_act(op: u32, x: f32) -> f32 {
-    if (op == 1u) { return max(x, 0.0); }
-    return 0.5 * x * (1.0 + erf_f(x * MM_INV_SQRT2));
-}
-
-fn mm_dact(op: u32, x: f32) -> f32 {
-    if (op == 1u) { return select(0.0, 1.0, x > 0.0); }
-    return 0.5 * (1.0 + erf_f(x * MM_INV_SQRT2)) + x * MM_INV_SQRT_2PI * exp(-0.5 * x * x);
-}
-
-// flags bit 0: add bias[n]; bit 1: accumulate into C (C += A@B); bit 2: times
-// dact'(aux[idx]) (a fused unary gradient); bit 3: plus addend[idx] (residuals, gradient
-// sums); bit 4: also write act(c) (a fused activation); bit 5: row sums of op(A) to mrows
-// (see mm_rows).
-fn mm_store(b: u32, m: u32, n: u32, v: f32) {
-    if (m < mp.m && n < mp.n) {
-        var r = v;
-        if ((mp.flags & 1u) != 0u) { r = r + mbias[n]; }
-        let idx = b * mp.scb + m * mp.n + n;
-        if ((mp.flags & 2u) != 0u) { r = r + mc[idx]; }
-        if ((mp.flags & 4u) != 0u) { r = r * mm_dact(mp.dact, maux[idx]); }
-        if ((mp.flags & 8u) != 0u) { r = r + madd[idx]; }
-        mc[idx] = r;
-        if ((mp.flags & 16u) != 0u) { mact[idx] = mm_act(mp.act, r); }
-    }
-}
-
-// Row sums of op(A) (a 2-D matmul): the threads of the first column block own whole rows,
-// so they sum A's elements as they load them and store here.
-fn mm_rows(m: u32, v: f32) {
-    if (m < mp.m) { mrows[m] = v; }
-}
+//   mm_tiled_pair: a linear layer's backward (two problems, one dispatch) on real GPUs: 64x64
+//                workgroup tiles staged through workgroup memory, 4x4 per thread. Single
+//                matmuls on real GPUs are in matmul_wide.wgsl.
 
 // 8x8 threads, 4x4 outputs each: a 32x32 tile per workgroup. Rows and columns are
 // interleaved (thread tx owns columns tx, tx+8, tx+16, tx+24) so neighbouring invocations
@@ -116,68 +63,10 @@ const BK: u32 = 16u;
 var<workgroup> ta: array<array<f32, 64>, 16>;
 var<workgroup> tb: array<array<f32, 64>, 16>;
 
-// 16x16 threads, 4x4 outputs each: a 64x64 tile per workgroup, K in steps of 16.
-@compute @workgroup_size(16, 16, 1)
-fn mm_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-            @builtin(local_invocation_index) li: u32) {
-    let b = wid.z;
-    let mt = wid.y * TILE;
-    let nt = wid.x * TILE;
-    let abase = b * mp.sab;
-    let bbase = b * mp.sbb;
-    var acc: array<vec4<f32>, 4>;
-    for (var i = 0u; i < 4u; i = i + 1u) { acc[i] = vec4<f32>(0.0); }
-    // Row sums by the first column of threads of the first column block.
-    let rows = (mp.flags & 32u) != 0u && wid.x == 0u && lid.x == 0u;
-    var rs = vec4<f32>(0.0);
-    for (var k0 = 0u; k0 < mp.k; k0 = k0 + BK) {
-        // 1024 elements of each tile, 4 per thread.
-        for (var e = 0u; e < 4u; e = e + 1u) {
-            let idx = li + e * 256u;
-            let kk = idx / 64u;
-            let rr = idx % 64u;
-            let k = k0 + kk;
-            let m = mt + rr;
-            let n = nt + rr;
-            var av = 0.0;
-            var bv = 0.0;
-            if (k < mp.k && m < mp.m) { av = ma[abase + m * mp.ars + k * mp.acs]; }
-            if (k < mp.k && n < mp.n) { bv = mb[bbase + k * mp.brs + n * mp.bcs]; }
-            ta[kk][rr] = av;
-            tb[kk][rr] = bv;
-        }
-        workgroupBarrier();
-        for (var kk = 0u; kk < BK; kk = kk + 1u) {
-            let bv = vec4<f32>(tb[kk][lid.x], tb[kk][lid.x + 16u], tb[kk][lid.x + 32u], tb[kk][lid.x + 48u]);
-            acc[0] = acc[0] + ta[kk][lid.y] * bv;
-            acc[1] = acc[1] + ta[kk][lid.y + 16u] * bv;
-            acc[2] = acc[2] + ta[kk][lid.y + 32u] * bv;
-            acc[3] = acc[3] + ta[kk][lid.y + 48u] * bv;
-            if (rows) { rs = rs + vec4<f32>(ta[kk][lid.y], ta[kk][lid.y + 16u], ta[kk][lid.y + 32u], ta[kk][lid.y + 48u]); }
-        }
-        workgroupBarrier();
-    }
-    for (var i = 0u; i < 4u; i = i + 1u) {
-        let m = mt + lid.y + i * 16u;
-        mm_store(b, m, nt + lid.x, acc[i].x);
-        mm_store(b, m, nt + lid.x + 16u, acc[i].y);
-        mm_store(b, m, nt + lid.x + 32u, acc[i].z);
-        mm_store(b, m, nt + lid.x + 48u, acc[i].w);
-    }
-    if (rows) {
-        mm_rows(mt + lid.y, rs.x);
-        mm_rows(mt + lid.y + 16u, rs.y);
-        mm_rows(mt + lid.y + 32u, rs.z);
-        mm_rows(mt + lid.y + 48u, rs.w);
-    }
-}
-
 // mm_register_v4: the register variant with vec4 loads. 4x4 blocks of A and B are loaded as
 // four vec4 each and multiplied as mat4x4; each thread owns 8x8 outputs (four mat4x4). Needs
 // K % 4 == 0 and the layouts noted at load_a4/load_b4 (checked on the host). On software
 // adapters every storage load is a per-lane gather, so fewer, wider loads is what pays.
-@group(0) @binding(1) var<storage, read_write> ma4: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> mb4: array<vec4<f32>>;
 
 // Block of A: column c = A[m0..m0+4, k+c]. Rows past M are clamped (their results are
 // never stored); a transposed A (stored [K][M]) needs M % 4 == 0.
@@ -420,7 +309,8 @@ fn reg_pair_body(q: MmP, sel: u32, wx: u32, wy: u32, lid: vec3<u32>) {
     }
 }
 
-// mm_tiled over the two problems.
+// 16x16 threads, 4x4 outputs each: a 64x64 tile per workgroup, K in steps of 16, over the two
+// problems.
 @compute @workgroup_size(16, 16, 1)
 fn mm_tiled_pair(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                  @builtin(local_invocation_index) li: u32) {

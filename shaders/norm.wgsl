@@ -1,5 +1,6 @@
 // LayerNorm over the last axis (rows x cols): forward saves mean and 1/std per row; the
-// backward kernel gives dx from g = dy * weight. Serial = a thread per row, wg = a workgroup.
+// backward kernel gives dx from g = dy * weight. Serial = a thread per row, wg = a workgroup
+// (reducing through the wg_reduce header: tree or subgroups).
 
 // In the backward kernels `affine` says binding 3 holds the weight and `addend` that binding 7
 // holds a tensor to add to dx (the residual stream's gradient).
@@ -35,30 +36,17 @@ fn ln_serial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     for (var c = 0u; c < lp.cols; c = c + 1u) { ln_write(o, c, mu, rs); }
 }
 
-var<workgroup> ln_sh: array<f32, 256>;
-
-fn ln_sum(lid: u32, v: f32) -> f32 {
-    ln_sh[lid] = v;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s = s >> 1u) {
-        if (lid < s) { ln_sh[lid] = ln_sh[lid] + ln_sh[lid + s]; }
-        workgroupBarrier();
-    }
-    let r = ln_sh[0];
-    workgroupBarrier();
-    return r;
-}
-
 @compute @workgroup_size(256)
-fn ln_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn ln_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, ids: WgIds) {
+    let lid = ids.lid;
     let r = wg_linear(wid, nwg);
     let o = min(r, lp.rows - 1u) * lp.cols;
     var s = 0.0;
     for (var c = lid; c < lp.cols; c = c + 256u) { s = s + lx[o + c]; }
-    let mu = ln_sum(lid, s) / f32(lp.cols);
+    let mu = wg_sum(ids, s) / f32(lp.cols);
     var v = 0.0;
     for (var c = lid; c < lp.cols; c = c + 256u) { let d = lx[o + c] - mu; v = v + d * d; }
-    let rs = inverseSqrt(ln_sum(lid, v) / f32(lp.cols) + lp.eps);
+    let rs = inverseSqrt(wg_sum(ids, v) / f32(lp.cols) + lp.eps);
     if (r >= lp.rows) { return; }
     if (lid == 0u) { lmean[r] = mu; lrstd[r] = rs; }
     for (var c = lid; c < lp.cols; c = c + 256u) { ln_write(o, c, mu, rs); }
@@ -98,7 +86,8 @@ fn ln_dx_serial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 }
 
 @compute @workgroup_size(256)
-fn ln_dx_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn ln_dx_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, ids: WgIds) {
+    let lid = ids.lid;
     let r = wg_linear(wid, nwg);
     let rr = min(r, lp.rows - 1u);
     let o = rr * lp.cols;
@@ -111,8 +100,8 @@ fn ln_dx_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         a = a + g;
         b = b + g * (lx[o + c] - mu) * rs;
     }
-    a = ln_sum(lid, a) / f32(lp.cols);
-    b = ln_sum(lid, b) / f32(lp.cols);
+    a = wg_sum(ids, a) / f32(lp.cols);
+    b = wg_sum(ids, b) / f32(lp.cols);
     if (r >= lp.rows) { return; }
     for (var c = lid; c < lp.cols; c = c + 256u) { ln_dx_write(o, c, mu, rs, a, b); }
 }

@@ -1,6 +1,7 @@
 // Reductions over any set of axes. An output element o decomposes over the kept dims
 // (kshape/kstride give its base offset in the input); the reduced elements decompose over
-// rshape/rstride. One thread per output (serial) or one 256-thread workgroup per output.
+// rshape/rstride. One thread per output (serial) or one 256-thread workgroup per output
+// (reducing through the wg_reduce header: tree or subgroups).
 
 struct RedP {
     n_out: u32, r: u32, nk: u32, nr: u32,
@@ -55,21 +56,14 @@ fn reduce_serial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     ry[o] = acc * rp.scale;
 }
 
-var<workgroup> red_sh: array<f32, 256>;
-
 @compute @workgroup_size(256)
-fn reduce_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn reduce_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, ids: WgIds) {
     let o = wg_linear(wid, nwg);
     let base = red_base(min(o, rp.n_out - 1u));
     var acc = 0.0;
-    for (var r = lid; r < rp.r; r = r + 256u) { acc = acc + rx[base + red_off(r)]; }
-    red_sh[lid] = acc;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s = s >> 1u) {
-        if (lid < s) { red_sh[lid] = red_sh[lid] + red_sh[lid + s]; }
-        workgroupBarrier();
-    }
-    if (lid == 0u && o < rp.n_out) { ry[o] = red_sh[0] * rp.scale; }
+    for (var r = ids.lid; r < rp.r; r = r + 256u) { acc = acc + rx[base + red_off(r)]; }
+    let total = wg_sum(ids, acc);
+    if (ids.lid == 0u && o < rp.n_out) { ry[o] = total * rp.scale; }
 }
 
 // Max with the index (within the reduced set) of the first maximum, for the backward pass.

@@ -1,6 +1,6 @@
 // Softmax and log-softmax over the last axis, numerically stable (max subtracted), and their
 // gradients. Serial = one thread per row (short rows, software adapters); wg = one 256-thread
-// workgroup per row.
+// workgroup per row, reducing through the wg_reduce header (tree or subgroups).
 
 struct SmP { rows: u32, cols: u32, log: u32, _p: u32 }
 @group(0) @binding(0) var<uniform> sp: SmP;
@@ -26,42 +26,17 @@ fn softmax_serial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     }
 }
 
-var<workgroup> sm_sh: array<f32, 256>;
-
-fn sm_reduce_max(lid: u32, v: f32) -> f32 {
-    sm_sh[lid] = v;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s = s >> 1u) {
-        if (lid < s) { sm_sh[lid] = max(sm_sh[lid], sm_sh[lid + s]); }
-        workgroupBarrier();
-    }
-    let r = sm_sh[0];
-    workgroupBarrier();
-    return r;
-}
-
-fn sm_reduce_sum(lid: u32, v: f32) -> f32 {
-    sm_sh[lid] = v;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s = s >> 1u) {
-        if (lid < s) { sm_sh[lid] = sm_sh[lid] + sm_sh[lid + s]; }
-        workgroupBarrier();
-    }
-    let r = sm_sh[0];
-    workgroupBarrier();
-    return r;
-}
-
 @compute @workgroup_size(256)
-fn softmax_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn softmax_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, ids: WgIds) {
+    let lid = ids.lid;
     let r = wg_linear(wid, nwg);
     let o = min(r, sp.rows - 1u) * sp.cols;
     var mx = -3.4e38;
     for (var c = lid; c < sp.cols; c = c + 256u) { mx = max(mx, sx[o + c]); }
-    mx = sm_reduce_max(lid, mx);
+    mx = wg_max(ids, mx);
     var s = 0.0;
     for (var c = lid; c < sp.cols; c = c + 256u) { s = s + exp(sx[o + c] - mx); }
-    s = sm_reduce_sum(lid, s);
+    s = wg_sum(ids, s);
     if (r >= sp.rows) { return; }
     if (sp.log != 0u) {
         let lse = mx + log(s);
@@ -90,7 +65,8 @@ fn softmax_grad_serial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
 }
 
 @compute @workgroup_size(256)
-fn softmax_grad_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn softmax_grad_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, ids: WgIds) {
+    let lid = ids.lid;
     let r = wg_linear(wid, nwg);
     let o = min(r, sp.rows - 1u) * sp.cols;
     var s = 0.0;
@@ -99,7 +75,7 @@ fn softmax_grad_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     } else {
         for (var c = lid; c < sp.cols; c = c + 256u) { s = s + sy[o + c] * sx[o + c]; }
     }
-    s = sm_reduce_sum(lid, s);
+    s = wg_sum(ids, s);
     if (r >= sp.rows) { return; }
     if (sp.log != 0u) {
         for (var c = lid; c < sp.cols; c = c + 256u) { sdx[o + c] = sy[o + c] - exp(sx[o + c]) * s; }

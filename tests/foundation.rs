@@ -14,7 +14,12 @@ fn every_shader_validates_with_naga() {
     for name in shader_names() {
         let src = shader_source(name).unwrap();
         let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{name}.wgsl: {}", e.emit_to_string(&src)));
-        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::default())
+        // The `_sg` twins use subgroup operations: valid where the device has Features::SUBGROUP.
+        let mut caps = naga::valid::Capabilities::default();
+        if name.ends_with("_sg") {
+            caps |= naga::valid::Capabilities::SUBGROUP;
+        }
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
             .validate(&module)
             .unwrap_or_else(|e| panic!("{name}.wgsl: {e:?}"));
     }
@@ -36,24 +41,74 @@ fn every_shader_file_is_compiled_somewhere() {
 }
 
 #[test]
-fn tiled_matmul_variant_matches_reference() {
-    // Real GPUs get the shared-memory tiled kernel; check it here too (slow but correct on lavapipe).
+fn tiled_matmul_variants_match_reference() {
+    // Real GPUs get the shared-memory tiled kernels; check them here too (slow but correct on
+    // lavapipe). Shapes: odd (scalar loads), 4-aligned with ragged tiles (vec4 loads), K
+    // shorter than one step and not a multiple of it, several tiles each way, every
+    // transpose, a batch with one operand broadcast, a bias.
+    let wide = KernelProfile { matmul: MatmulVariant::TiledWide, ..ctx().profile.clone() };
+    let narrow = KernelProfile { matmul: MatmulVariant::Tiled64, ..ctx().profile.clone() };
+    let mut profiles = vec![("matmul_tile64", narrow), ("matmul_wide8", KernelProfile { wide_bk: 8, ..wide.clone() })];
+    if ctx().limits.max_compute_workgroup_storage_size >= webdistill::gpu::WIDE_BK16_BYTES {
+        profiles.push(("matmul_wide16", KernelProfile { wide_bk: 16, ..wide }));
+    }
+    // (batch a, batch b, m, k, n, ta, tb, bias, the entry point)
+    let shapes = [
+        (1, 1, 67, 45, 33, false, false, false, "mm_tiles"),
+        (1, 1, 67, 45, 33, true, true, false, "mm_tiles"),
+        (1, 1, 130, 17, 70, false, true, true, "mm_tiles"),
+        (1, 1, 132, 36, 260, false, false, false, "mm_tiles_v4"),
+        (1, 1, 132, 36, 260, true, false, true, "mm_tiles_v4"),
+        (1, 1, 132, 36, 261, false, true, false, "mm_tiles_v4"),
+        (1, 1, 132, 36, 260, true, true, false, "mm_tiles_v4"),
+        (1, 1, 140, 4, 129, false, true, false, "mm_tiles_v4"),
+        (3, 1, 20, 24, 136, false, false, false, "mm_tiles_v4"),
+        (2, 2, 9, 7, 130, true, false, false, "mm_tiles"),
+    ];
+    for (pname, profile) in profiles {
+        let c = ctx().with_profile(profile);
+        for (ba, bb, m, k, n, ta, tb, bias, entry) in shapes {
+            let lead = |b: usize, r: usize, c: usize| if b == 1 { vec![r, c] } else { vec![b, r, c] };
+            let a = rand_tensor(&if ta { lead(ba, k, m) } else { lead(ba, m, k) }, 1);
+            let b = rand_tensor(&if tb { lead(bb, n, k) } else { lead(bb, k, n) }, 2);
+            let bias_t = rand_tensor(&[n], 3);
+            let mut g = Graph::new();
+            let (va, vb) = (g.input("a", &a.shape).unwrap(), g.input("b", &b.shape).unwrap());
+            let vbias = bias.then(|| g.input("bias", &[n]).unwrap());
+            let y = g.matmul_ex(va, vb, ta, tb, vbias).unwrap();
+            g.keep(y);
+            let mut store = Store::new(0);
+            let plan = Plan::compile(&c, &g, &mut store, "tiled").unwrap();
+            assert_eq!(plan.dispatch_kernels(), [format!("{pname}::{entry}")], "{m}x{k}x{n}");
+            plan.write(va, &a.to_f32()).unwrap();
+            plan.write(vb, &b.to_f32()).unwrap();
+            let mut feeds = HashMap::from([(va, a.clone()), (vb, b.clone())]);
+            if let Some(v) = vbias {
+                plan.write(v, &bias_t.to_f32()).unwrap();
+                feeds.insert(v, bias_t.clone());
+            }
+            plan.step().unwrap();
+            let want = g.eval_cpu(&feeds).unwrap();
+            let label = format!("{pname}: matmul {ba}x{m}x{k} @ {bb}x{k}x{n} ta {ta} tb {tb} bias {bias}");
+            assert_close(&label, &plan.read(y).unwrap(), &want[&y].data, 1e-4, 1e-4);
+        }
+    }
+}
+
+#[test]
+fn tiled_picks_the_wide_kernel_only_for_a_grid_that_fills_a_gpu() {
     let c = ctx().with_profile(KernelProfile { matmul: MatmulVariant::Tiled, ..ctx().profile.clone() });
-    for (m, k, n, ta, tb) in [(67, 45, 33, false, false), (67, 45, 33, true, true), (130, 17, 70, false, true)] {
-        let a = if ta { rand_tensor(&[k, m], 1) } else { rand_tensor(&[m, k], 1) };
-        let b = if tb { rand_tensor(&[n, k], 2) } else { rand_tensor(&[k, n], 2) };
+    let wide = if c.profile.wide_bk == 16 { "matmul_wide16" } else { "matmul_wide8" };
+    for (m, n, want) in [(64, 64, "matmul_tile64"), (2048, 2048, wide), (4000, 1100, wide), (1000, 2048, "matmul_tile64")] {
         let mut g = Graph::new();
-        let (va, vb) = (g.input("a", &a.shape).unwrap(), g.input("b", &b.shape).unwrap());
-        let y = g.matmul_ex(va, vb, ta, tb, None).unwrap();
+        let (a, b) = (g.input("a", &[m, 8]).unwrap(), g.input("b", &[8, n]).unwrap());
+        let y = g.matmul(a, b).unwrap();
         g.keep(y);
+        let grid = n.div_ceil(128) * m.div_ceil(128);
         let mut store = Store::new(0);
-        let plan = Plan::compile(&c, &g, &mut store, "tiled").unwrap();
-        plan.write(va, &a.to_f32()).unwrap();
-        plan.write(vb, &b.to_f32()).unwrap();
-        plan.step().unwrap();
-        let feeds = HashMap::from([(va, a.clone()), (vb, b.clone())]);
-        let want = g.eval_cpu(&feeds).unwrap();
-        assert_close("tiled matmul", &plan.read(y).unwrap(), &want[&y].data, 1e-4, 1e-4);
+        let plan = Plan::compile(&c, &g, &mut store, "choice").unwrap();
+        let threshold = webdistill::gpu::WIDE_MIN_GROUPS;
+        assert_eq!(plan.dispatch_kernels(), [format!("{want}::mm_tiles_v4")], "{m}x{n}: {grid} wide tiles, threshold {threshold}");
     }
 }
 

@@ -9,8 +9,9 @@
 // its probe and word grid), window.__try (the last "Try it" predictions), window.__yours (set
 // when a "Your data" run reaches its step count).
 // Query parameters: ?steps=N (stop after N steps), ?chunk=K (steps per step() call, fixed),
-// ?matmul=tiled|register (kernel override), ?max_binding_mib=N (a device with storage bindings
-// of at most N MiB: a small GPU's limits), #train (open a tab); for the Distil tab:
+// ?matmul=tiled|tiled-wide|tiled64|register|register-scalar (kernel override),
+// ?max_binding_mib=N (a device with storage bindings of at most N MiB: a small GPU's limits),
+// #train (open a tab); for the Distil tab:
 // ?dchunk=K (steps per step() call, fixed), ?eval_ms=T (held-out evaluation every T ms of
 // training; default 4000), ?cka_images=N (test images for CKA; default 128); for the OBoW tab:
 // ?ochunk=K (steps per step() call), ?probe_train=N, ?probe_test=N, ?probe_epochs=N (the

@@ -473,6 +473,36 @@ async function browserTests(kind, base) {
   }
 }
 
+// The kernels real GPUs get: `?matmul=tiled` (the 64x64 tiles of matmul_wide.wgsl and the
+// linear backward's one-dispatch pair) and `?matmul=tiled-wide` (the 128x128 tiles, the
+// backward as two matmuls), compiled by this browser's own WGSL compiler (Tint in Chromium,
+// naga in Firefox) and run on its adapter: the self-test must still equal the native results.
+async function realGpuKernelTests(kind, base) {
+  let browser;
+  try {
+    browser = await launch(kind);
+    for (const matmul of ['tiled', 'tiled-wide']) {
+      await test(`${kind}: with ?matmul=${matmul} (real GPUs' matmuls) the self-test equals the native results`, async () => {
+        const logs = [];
+        const page = await open(browser, `${base}/?matmul=${matmul}`, logs);
+        try {
+          await waitFor(page, () => window.__selftest !== undefined, 180_000);
+          assert.equal(await page.evaluate(() => window.__info.matmul), matmul);
+          const report = await page.evaluate(() => window.__selftest);
+          assert.ok(!report.error, `self-test failed in the page: ${report.error}; console: ${logs.join(' | ').slice(0, 2000)}`);
+          const worst = compare(report, nativeSelftest);
+          console.log(`     worst |a-b|/(atol+rtol|b|) = ${worst.ratio.toFixed(4)} at ${worst.where}`);
+          assert.ok(worst.ratio <= 1, `outside the tolerance at ${worst.where}`);
+        } finally {
+          await page.close().catch(() => {});
+        }
+      });
+    }
+  } finally {
+    if (browser) await browser.close().catch(() => {});
+  }
+}
+
 async function gpuTroubleTests(base) {
   await test('chromium: a GPU whose limits are too small for the student gets a message that says so and what to do', async () => {
     const browser = await launch('chromium');
@@ -661,6 +691,7 @@ fs.mkdirSync(artifacts, { recursive: true });
 for (const kind of browsersWanted) {
   if (kind !== 'chromium' && kind !== 'firefox') throw new Error(`unknown browser ${kind}`);
   await browserTests(kind, base);
+  await realGpuKernelTests(kind, base);
 }
 if (browsersWanted.includes('chromium')) {
   await yoursTests(base);

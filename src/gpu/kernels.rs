@@ -14,20 +14,41 @@ const PRELUDE: &str = include_str!("../../shaders/common.wgsl");
 const CONV: &str = include_str!("../../shaders/conv_common.wgsl");
 /// Shared header of the `data_*` files.
 const DATA: &str = include_str!("../../shaders/data_common.wgsl");
+/// Shared header of the matmul files.
+const MATMUL: &str = include_str!("../../shaders/matmul_common.wgsl");
+/// `matmul_wide.wgsl`'s tile shapes, one family each: 128x128 tiles with a K step of 8 or 16
+/// (KernelProfile::wide_bk), 64x64 tiles with 16.
+const MATMUL_WIDE8: &str = concat!(include_str!("../../shaders/matmul_common.wgsl"), "\nconst WB: u32 = 2u;\nconst WBK: u32 = 8u;\n");
+const MATMUL_WIDE16: &str = concat!(include_str!("../../shaders/matmul_common.wgsl"), "\nconst WB: u32 = 2u;\nconst WBK: u32 = 16u;\n");
+const MATMUL_TILE64: &str = concat!(include_str!("../../shaders/matmul_common.wgsl"), "\nconst WB: u32 = 1u;\nconst WBK: u32 = 16u;\n");
+/// Workgroup sums and maxima (`wg_sum`, `wg_max`, `wg_sum2`) as a shared-memory tree, and
+/// the same functions over subgroup operations. A file that reduces across its workgroup is
+/// registered behind each: family `x` with the tree, `x_sg` with subgroups, compiled only on
+/// devices with `Features::SUBGROUP` (`Lowering::dispatch_wg_reduce` picks by profile).
+const WG_TREE: &str = include_str!("../../shaders/wg_reduce_tree.wgsl");
+const WG_SG: &str = include_str!("../../shaders/wg_reduce_subgroup.wgsl");
 
-/// The kernel families: (file stem under `shaders/`, shared header or "", source). The
-/// headers are not families of their own: they are validated inside every file that uses them.
+/// The kernel families: (name, shared header or "", source); the name is the file stem under
+/// `shaders/` unless one file makes several families (the headers differ: matmul_wide's tile
+/// constants, the `_sg` twins' reductions). The headers are not families of their own: they
+/// are validated inside every file that uses them.
 const SHADERS: &[(&str, &str, &str)] = &[
     ("common", "", ""),
     ("elementwise", "", include_str!("../../shaders/elementwise.wgsl")),
-    ("matmul", "", include_str!("../../shaders/matmul.wgsl")),
-    ("reduce", "", include_str!("../../shaders/reduce.wgsl")),
-    ("softmax", "", include_str!("../../shaders/softmax.wgsl")),
+    ("matmul", MATMUL, include_str!("../../shaders/matmul.wgsl")),
+    ("matmul_wide8", MATMUL_WIDE8, include_str!("../../shaders/matmul_wide.wgsl")),
+    ("matmul_wide16", MATMUL_WIDE16, include_str!("../../shaders/matmul_wide.wgsl")),
+    ("matmul_tile64", MATMUL_TILE64, include_str!("../../shaders/matmul_wide.wgsl")),
+    ("reduce", WG_TREE, include_str!("../../shaders/reduce.wgsl")),
+    ("reduce_sg", WG_SG, include_str!("../../shaders/reduce.wgsl")),
+    ("softmax", WG_TREE, include_str!("../../shaders/softmax.wgsl")),
+    ("softmax_sg", WG_SG, include_str!("../../shaders/softmax.wgsl")),
     ("loss", "", include_str!("../../shaders/loss.wgsl")),
     ("layout", "", include_str!("../../shaders/layout.wgsl")),
     ("optim", "", include_str!("../../shaders/optim.wgsl")),
     ("counter", "", include_str!("../../shaders/counter.wgsl")),
-    ("norm", "", include_str!("../../shaders/norm.wgsl")),
+    ("norm", WG_TREE, include_str!("../../shaders/norm.wgsl")),
+    ("norm_sg", WG_SG, include_str!("../../shaders/norm.wgsl")),
     ("data_sampling", DATA, include_str!("../../shaders/data_sampling.wgsl")),
     ("data_views", DATA, include_str!("../../shaders/data_views.wgsl")),
     ("data_colour", DATA, include_str!("../../shaders/data_colour.wgsl")),
@@ -35,7 +56,8 @@ const SHADERS: &[(&str, &str, &str)] = &[
     ("conv_direct", CONV, include_str!("../../shaders/conv_direct.wgsl")),
     ("conv_depthwise", CONV, include_str!("../../shaders/conv_depthwise.wgsl")),
     ("conv_tiled", CONV, include_str!("../../shaders/conv_tiled.wgsl")),
-    ("batchnorm", "", include_str!("../../shaders/batchnorm.wgsl")),
+    ("batchnorm", WG_TREE, include_str!("../../shaders/batchnorm.wgsl")),
+    ("batchnorm_sg", WG_SG, include_str!("../../shaders/batchnorm.wgsl")),
     ("layernorm2d", "", include_str!("../../shaders/layernorm2d.wgsl")),
     ("pool", "", include_str!("../../shaders/pool.wgsl")),
     ("attention", "", include_str!("../../shaders/attention.wgsl")),

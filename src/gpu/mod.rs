@@ -62,8 +62,16 @@ impl fmt::Display for AdapterReport {
 /// (PLATFORM.md: barriers cost a lot on lavapipe), so the choice is per adapter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MatmulVariant {
-    /// Workgroup-shared tiles with barriers: the right shape for real GPUs.
+    /// Workgroup-shared tiles with barriers: the right shape for real GPUs. Each matmul
+    /// takes the wide 128x128 tiles when its grid of them is large enough to fill a GPU
+    /// (`WIDE_MIN_GROUPS`), else the 64x64 ones.
     Tiled,
+    /// Always the 128x128 tiles, 8x8 outputs per thread (benchmarks, checks).
+    TiledWide,
+    /// Always the 64x64 tiles, 4x4 outputs per thread (benchmarks, checks). Both tile
+    /// shapes are `shaders/matmul_wide.wgsl`; a linear layer's backward pair keeps the
+    /// 64x64 `mm_tiled_pair` of `matmul.wgsl` unless either problem takes the wide tiles.
+    Tiled64,
     /// Each thread keeps a block of outputs in registers, no shared memory, no barriers:
     /// software adapters. Uses vec4 loads when the shapes are 4-aligned.
     Register,
@@ -75,6 +83,8 @@ impl MatmulVariant {
     pub fn parse(s: &str) -> Option<Self> {
         match s.to_ascii_lowercase().as_str() {
             "tiled" => Some(Self::Tiled),
+            "tiled-wide" => Some(Self::TiledWide),
+            "tiled64" => Some(Self::Tiled64),
             "register" | "reg" => Some(Self::Register),
             "register-scalar" => Some(Self::RegisterScalar),
             _ => None,
@@ -83,11 +93,28 @@ impl MatmulVariant {
     pub fn name(self) -> &'static str {
         match self {
             Self::Tiled => "tiled",
+            Self::TiledWide => "tiled-wide",
+            Self::Tiled64 => "tiled64",
             Self::Register => "register",
             Self::RegisterScalar => "register-scalar",
         }
     }
+    /// Every variant, the adapter's choices first (benchmarks and checks iterate this).
+    pub const ALL: [MatmulVariant; 5] = [Self::Tiled, Self::TiledWide, Self::Tiled64, Self::Register, Self::RegisterScalar];
+    /// One of the shared-memory families (convolutions follow the same choice).
+    pub fn tiled(self) -> bool {
+        matches!(self, Self::Tiled | Self::TiledWide | Self::Tiled64)
+    }
 }
+
+/// Below this many 128x128 tiles a matmul under `MatmulVariant::Tiled` takes the 64x64
+/// kernel instead: four times the workgroups, so a GPU's compute units all get work. About
+/// two workgroups per unit on a large discrete GPU (an H100 has 132 units).
+pub const WIDE_MIN_GROUPS: usize = 256;
+
+/// Workgroup storage the wide matmul needs for a K step of 16 (two 16 x 132-float tiles);
+/// below it the step is 8 (half that, inside WebGPU's guaranteed 16 KiB).
+pub const WIDE_BK16_BYTES: u32 = 2 * 16 * 132 * 4;
 
 /// Kernel choices made once per adapter.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,6 +130,14 @@ pub struct KernelProfile {
     /// their own indices, so the clamps are dropped there: it doubles matmul throughput on
     /// lavapipe. `WEBDISTILL_BOUNDS_CHECKS=1` puts them back.
     pub bounds_checks: bool,
+    /// Workgroup reductions (row ops on real GPUs) use subgroup operations: native only, when
+    /// the device has `Features::SUBGROUP`; `WEBDISTILL_SUBGROUPS=0` keeps the shared-memory
+    /// tree. (Browsers differ on the `enable subgroups;` directive naga rejects, so the page
+    /// keeps the tree.)
+    pub subgroups: bool,
+    /// K step of the wide matmul's tiles, from the adapter's workgroup storage: 16 where
+    /// `WIDE_BK16_BYTES` fit, else 8.
+    pub wide_bk: u32,
 }
 
 impl KernelProfile {
@@ -118,12 +153,14 @@ impl KernelProfile {
         };
         #[cfg(target_arch = "wasm32")]
         let software = report.software;
+        // Device-dependent choices are made in `for_device`.
+        let (subgroups, wide_bk) = (false, 8);
         // Mutated only by the native overrides below.
         #[allow(unused_mut)]
         let mut p = if software {
-            KernelProfile { software, matmul: MatmulVariant::Register, serial_row_max: 4096, bounds_checks }
+            KernelProfile { software, matmul: MatmulVariant::Register, serial_row_max: 4096, bounds_checks, subgroups, wide_bk }
         } else {
-            KernelProfile { software, matmul: MatmulVariant::Tiled, serial_row_max: 256, bounds_checks }
+            KernelProfile { software, matmul: MatmulVariant::Tiled, serial_row_max: 256, bounds_checks, subgroups, wide_bk }
         };
         // An override for benchmarks and for users who know their adapter better.
         #[cfg(not(target_arch = "wasm32"))]
@@ -134,6 +171,19 @@ impl KernelProfile {
         if let Ok(v) = std::env::var("WEBDISTILL_BOUNDS_CHECKS") {
             p.bounds_checks = v != "0";
         }
+        p
+    }
+
+    /// `for_adapter`, plus the choices that depend on the device: subgroup reductions where
+    /// it has them and the profile is a real GPU's, the wide matmul's K step from its limits.
+    pub fn for_device(report: &AdapterReport, features: wgpu::Features, limits: &wgpu::Limits) -> Self {
+        let mut p = Self::for_adapter(report);
+        p.subgroups = !p.software && cfg!(not(target_arch = "wasm32")) && features.contains(wgpu::Features::SUBGROUP);
+        #[cfg(not(target_arch = "wasm32"))]
+        if std::env::var("WEBDISTILL_SUBGROUPS").is_ok_and(|v| v == "0") {
+            p.subgroups = false;
+        }
+        p.wide_bk = if limits.max_compute_workgroup_storage_size >= WIDE_BK16_BYTES { 16 } else { 8 };
         p
     }
 }
@@ -216,6 +266,10 @@ impl Context {
         if adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
             features |= wgpu::Features::TIMESTAMP_QUERY;
         }
+        // Subgroup reductions (KernelProfile::subgroups); native only, see there.
+        if cfg!(not(target_arch = "wasm32")) && adapter.features().contains(wgpu::Features::SUBGROUP) {
+            features |= wgpu::Features::SUBGROUP;
+        }
         // The adapter's real limits: storage binding size and workgroup storage matter here.
         let mut limits = adapter.limits();
         if let Some(b) = opts.max_storage_binding {
@@ -269,7 +323,7 @@ impl Context {
         adopted: bool,
         sink: Arc<ErrorSink>,
     ) -> Self {
-        let profile = KernelProfile::for_adapter(&adapter);
+        let profile = KernelProfile::for_device(&adapter, device.features(), &limits);
         Context(Arc::new(ContextInner {
             device,
             queue,

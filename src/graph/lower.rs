@@ -157,6 +157,14 @@ impl<'a> Lowering<'a> {
         self.dispatch_key(KernelKey::new(shader, entry), params, binds, groups)
     }
 
+    /// Like [`Self::dispatch`], for an entry point that reduces across its workgroup through
+    /// the `wg_reduce_*` header: from the family `{shader}_sg` (the same file over subgroup
+    /// operations) where the profile has subgroups, else from `shader` (the shared-memory tree).
+    pub fn dispatch_wg_reduce(&mut self, shader: &'static str, entry: &'static str, params: Params, binds: &[Bind], groups: [u32; 3]) {
+        let shader = if self.profile().subgroups { subgroup_family(shader) } else { shader };
+        self.dispatch(shader, entry, params, binds, groups)
+    }
+
     /// Like [`Self::dispatch`] with override constants already set in `key`.
     pub fn dispatch_key(&mut self, mut key: KernelKey, params: Params, binds: &[Bind], groups: [u32; 3]) {
         key.bindings =
@@ -176,6 +184,16 @@ impl<'a> Lowering<'a> {
     pub fn unused(&mut self) -> Bind {
         self.scratch(1, "unused binding")
     }
+}
+
+/// The registered subgroup twin `{shader}_sg` of a family (a `&'static` name, as kernel keys
+/// hold). Missing is a bug in the registry (`src/gpu/kernels.rs`), caught by any test that
+/// lowers the op under a profile with subgroups.
+fn subgroup_family(shader: &str) -> &'static str {
+    crate::gpu::shader_names()
+        .into_iter()
+        .find(|n| n.strip_suffix("_sg") == Some(shader))
+        .unwrap_or_else(|| panic!("shader family '{shader}' has no subgroup twin '{shader}_sg' in src/gpu/kernels.rs"))
 }
 
 /// Workgroup grid for `n` workgroups: 2-D when `n` exceeds one dimension's limit. Kernels

@@ -186,7 +186,7 @@ impl Op for BnTrainOp {
         ];
         let p = bn_params(&n.inputs[0].shape, self.eps, self.momentum, self.affine, self.epi.code(), self.epi.residual);
         // Always one workgroup per channel: see the note in shaders/batchnorm.wgsl.
-        l.dispatch("batchnorm", "bn_train", p, &binds, [n.inputs[0].shape[1] as u32, 1, 1]);
+        l.dispatch_wg_reduce("batchnorm", "bn_train", p, &binds, [n.inputs[0].shape[1] as u32, 1, 1]);
         Ok(())
     }
     fn cpu(&self, _n: &NodeRef, x: &[&CpuTensor]) -> Result<Vec<CpuTensor>> {
@@ -230,7 +230,11 @@ impl Op for BnBackOp {
         let binds = [i(0), i(1), w, dx, i(2), dw, db, y, dr];
         let shape = &n.inputs[0].shape;
         let (p, grid) = (bn_params(shape, 0.0, 0.0, self.affine, self.epi.code(), dres), bn_grid(l, shape));
-        l.dispatch("batchnorm", if grid.1 { "bn_backward_serial" } else { "bn_backward" }, p, &binds, grid.0);
+        if grid.1 {
+            l.dispatch("batchnorm", "bn_backward_serial", p, &binds, grid.0);
+        } else {
+            l.dispatch_wg_reduce("batchnorm", "bn_backward", p, &binds, grid.0);
+        }
         Ok(())
     }
 }

@@ -16,7 +16,7 @@
 
 use super::matmul::MatmulOp;
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, MatmulVariant};
+use crate::gpu::KernelKey;
 use crate::graph::lower::grid_for;
 use crate::graph::{BatchSplit, Bind, CpuTensor, DType, Graph, Lowering, NodeRef, Op, Params, Source, TensorDesc, Var};
 use std::sync::Arc;
@@ -189,15 +189,6 @@ impl ConvGeom {
     fn dw_v4(&self) -> bool {
         self.spec.stride == [1, 1] && self.ow == self.w && self.w % 4 == 0 && self.kw <= 9
     }
-
-    /// Chunks of (n, oh) rows the weight gradient's reduction is split into, so that about
-    /// `target` threads work at once (partial sums are then added by `conv_sum_split`).
-    fn split(&self, base_threads: usize, target: usize) -> (usize, usize) {
-        let rows = self.n * self.oh;
-        let want = target.div_ceil(base_threads.max(1)).clamp(1, rows);
-        let per = rows.div_ceil(want);
-        (rows.div_ceil(per), per)
-    }
 }
 
 /// Pixels per thread along a row in the register kernels (TP in the shader).
@@ -214,7 +205,7 @@ const P_TLEN: usize = 26;
 const P_TSPLIT: usize = 27;
 
 fn tiled(l: &Lowering) -> bool {
-    l.profile().matmul == MatmulVariant::Tiled
+    l.profile().matmul.tiled()
 }
 
 /// How a GEMM of the register kernels wants a weight re-laid out by `conv_wt`: groups, the
@@ -756,15 +747,13 @@ fn lower_dw(l: &mut Lowering, geom: &ConvGeom, x: Var, dy: Var, dw: Var, fuse_su
         let kind = if geom.ow % 4 == 0 { "conv_dw_reg4" } else { "conv_dw_reg" };
         (kind, [kg.div_ceil(64) as u32, cb as u32, 1], kg.div_ceil(64) * 64 * cb)
     };
-    let (split, rows) = if kind == "conv_dw_pw" {
-        // Chunks of pixel quads instead of (n, oh) rows.
-        let quads = geom.n * geom.h * geom.w / 4;
-        let want = target.div_ceil(base.max(1)).clamp(1, quads);
-        let per = quads.div_ceil(want);
-        (quads.div_ceil(per), per)
-    } else {
-        geom.split(base, target)
-    };
+    // The reduction runs in chunks of (n, oh) rows (of pixel quads for conv_dw_pw) so that
+    // about `target` threads work at once; their partial sums must fit one storage binding
+    // (a small GPU's, or the lowered limit batch splitting works under).
+    let units = if kind == "conv_dw_pw" { geom.n * geom.h * geom.w / 4 } else { geom.n * geom.oh };
+    let fit = (l.ctx.max_binding() / (4 * len as u64)).max(1) as usize;
+    let per = units.div_ceil(target.div_ceil(base.max(1)).clamp(1, units).min(fit));
+    let (split, rows) = (units.div_ceil(per), per);
     let out = if split > 1 { l.scratch(split * len, "conv2d_dw partial sums") } else { Bind::T(dw) };
     let mut wg = groups;
     match kind {

@@ -15,7 +15,7 @@ fn ce_params(rows: usize, cols: usize, k: usize, smoothing: f32, scale: f32) -> 
 pub(crate) fn sum_rows_into(l: &mut Lowering, src: Bind, dst: Bind, rows: usize, scale: f32) {
     let p = Params::new().u(1).u(rows).u(0).u(1).f(scale).u(0).u(0).u(0).arr(&[], 8).arr(&[], 8).arr(&[rows], 8).arr(&[1], 8);
     if rows > 1024 {
-        l.dispatch("reduce", "reduce_wg", p, &[src, dst], grid(1));
+        l.dispatch_wg_reduce("reduce", "reduce_wg", p, &[src, dst], grid(1));
     } else {
         l.dispatch("reduce", "reduce_serial", p, &[src, dst], grid(1));
     }

@@ -144,12 +144,14 @@ impl MatmulOp {
         let (brs, bcs) = if self.tb { (1, d.k) } else { (d.n, 1) };
         let sab = if d.batch_a == 1 { 0 } else { d.m * d.k };
         let sbb = if d.batch_b == 1 { 0 } else { d.k * d.n };
-        // Flags as `mm_store` reads them.
+        // Flags as `mm_store` reads them, then the layouts for matmul_wide.wgsl.
         let flags = self.bias as usize
             | (epi.dact.is_some() as usize) << 2
             | (epi.addend as usize) << 3
             | (epi.act.is_some() as usize) << 4
-            | (epi.rowsum as usize) << 5;
+            | (epi.rowsum as usize) << 5
+            | (self.ta as usize) << 6
+            | (self.tb as usize) << 7;
         let code = |u: Option<Unary>| u.map_or(0, |u| u.code().0 as usize);
         Params::new()
             .u(d.m)
@@ -204,14 +206,26 @@ impl MatmulOp {
         let act = put(epi.act.is_some(), l);
         let rowsum = put(epi.rowsum, l);
         let binds = [Bind::T(n.inputs[0].var), Bind::T(n.inputs[1].var), Bind::T(n.outputs[0].var), bias, aux, addend, act, rowsum];
-        let (entry, tn, tm) = match l.profile().matmul {
-            MatmulVariant::Register if self.vec4(&d) => ("mm_register_v4", 64, 64),
-            MatmulVariant::Register | MatmulVariant::RegisterScalar => ("mm_register", 32, 32),
-            MatmulVariant::Tiled => ("mm_tiled", 64, 64),
+        let tiles = if self.vec4(&d) { "mm_tiles_v4" } else { "mm_tiles" };
+        let (shader, entry, tile) = match l.profile().matmul {
+            MatmulVariant::Register if self.vec4(&d) => ("matmul", "mm_register_v4", 64),
+            MatmulVariant::Register | MatmulVariant::RegisterScalar => ("matmul", "mm_register", 32),
+            v if self.wide(v, &d) => (if l.profile().wide_bk == 16 { "matmul_wide16" } else { "matmul_wide8" }, tiles, 128),
+            _ => ("matmul_tile64", tiles, 64),
         };
-        let groups = [d.n.div_ceil(tn) as u32, d.m.div_ceil(tm) as u32, d.batch as u32];
-        l.dispatch("matmul", entry, p, &binds, groups);
+        let groups = [d.n.div_ceil(tile) as u32, d.m.div_ceil(tile) as u32, d.batch as u32];
+        l.dispatch(shader, entry, p, &binds, groups);
         Ok(())
+    }
+
+    /// Whether a tiled variant takes the 128x128 tiles (`shaders/matmul_wide.wgsl`) for this
+    /// matmul: always or never when forced, else when they are enough to fill a GPU.
+    fn wide(&self, v: MatmulVariant, d: &Dims) -> bool {
+        match v {
+            MatmulVariant::TiledWide => true,
+            MatmulVariant::Tiled => d.n.div_ceil(128) * d.m.div_ceil(128) * d.batch >= crate::gpu::WIDE_MIN_GROUPS,
+            _ => false,
+        }
     }
 
     fn cpu_with(&self, epi: &Epilogue, n: &NodeRef, x: &[&CpuTensor]) -> Result<Vec<CpuTensor>> {
@@ -455,15 +469,18 @@ impl Op for LinearGradOp {
             return m1.lower_with(&e1, &n1, l);
         }
         let (d0, d1) = (m0.dims(&n0.inputs[0].shape, &n0.inputs[1].shape), m1.dims(&n1.inputs[0].shape, &n1.inputs[1].shape));
-        let (entry, tile) = match l.profile().matmul {
+        let v = l.profile().matmul;
+        // Two dispatches for the benchmarks' scalar-only variant, and where either problem
+        // is large enough for the wide tiles (the pair saves a launch on small problems; on
+        // large ones the wide kernel's arithmetic intensity matters more).
+        if v == MatmulVariant::RegisterScalar || m0.wide(v, &d0) || m1.wide(v, &d1) {
+            m0.lower_with(&e0, &n0, l)?;
+            return m1.lower_with(&e1, &n1, l);
+        }
+        let (entry, tile) = match v {
             MatmulVariant::Register if m0.vec4(&d0) && m1.vec4(&d1) => ("mm_register_v4_pair", 64),
             MatmulVariant::Register => ("mm_register_pair", 32),
-            MatmulVariant::Tiled => ("mm_tiled_pair", 64),
-            // The benchmarks' scalar-only variant: two dispatches.
-            MatmulVariant::RegisterScalar => {
-                m0.lower_with(&e0, &n0, l)?;
-                return m1.lower_with(&e1, &n1, l);
-            }
+            _ => ("mm_tiled_pair", 64),
         };
         let split = d0.m.div_ceil(tile);
         let mut p = m0.params(&e0, &d0);

@@ -72,7 +72,7 @@ impl Op for LayerNormOp {
         let binds = [x, w, b, Bind::T(n.outputs[0].var), Bind::T(n.outputs[1].var), Bind::T(n.outputs[2].var)];
         let p = ln_params(rows, cols, self.affine, self.eps);
         if row_variant(l, rows, cols) {
-            l.dispatch("norm", "ln_wg", p, &binds, grid(rows));
+            l.dispatch_wg_reduce("norm", "ln_wg", p, &binds, grid(rows));
         } else {
             l.dispatch("norm", "ln_serial", p, &binds, grid_for(rows, 64));
         }
@@ -131,7 +131,7 @@ impl Op for LnDxOp {
         let binds = [t(0), t(1), w, Bind::T(n.outputs[0].var), t(2), t(3), add];
         let p = Params::new().u(rows).u(cols).u(self.affine as usize).u(self.addend as usize).f(0.0).f(0.0).f(0.0).f(0.0);
         if row_variant(l, rows, cols) {
-            l.dispatch("norm", "ln_dx_wg", p, &binds, grid(rows));
+            l.dispatch_wg_reduce("norm", "ln_dx_wg", p, &binds, grid(rows));
         } else {
             l.dispatch("norm", "ln_dx_serial", p, &binds, grid_for(rows, 64));
         }

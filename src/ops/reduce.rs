@@ -132,7 +132,7 @@ impl Op for ReduceOp {
             // A workgroup per output pays barriers and strided reads; it only wins when there are
             // too few outputs to fill the GPU. Software adapters run lanes in lockstep, where a
             // thread per output reading neighbouring columns is much better.
-            _ if wide_reduction(l, r, n_out) => l.dispatch("reduce", "reduce_wg", p, &[x, y], grid(n_out)),
+            _ if wide_reduction(l, r, n_out) => l.dispatch_wg_reduce("reduce", "reduce_wg", p, &[x, y], grid(n_out)),
             _ => l.dispatch("reduce", "reduce_serial", p, &[x, y], grid_for(n_out, 256)),
         }
         Ok(())

@@ -23,7 +23,7 @@ pub(crate) fn row_variant(l: &Lowering, rows: usize, cols: usize) -> bool {
 fn dispatch_rows(l: &mut Lowering, serial: &'static str, wg: &'static str, rows: usize, cols: usize, log: bool, binds: &[Bind]) {
     let p = Params::new().u(rows).u(cols).u(log as usize).u(0);
     if row_variant(l, rows, cols) {
-        l.dispatch("softmax", wg, p, binds, grid(rows));
+        l.dispatch_wg_reduce("softmax", wg, p, binds, grid(rows));
     } else {
         l.dispatch("softmax", serial, p, binds, grid_for(rows, 64));
     }

@@ -158,16 +158,24 @@ fn run_case(ctx: &Context, c: &Case) -> Result<(f64, Option<f64>)> {
 }
 
 /// The kernel profiles to check: this adapter's, then the others (every variant a profile
-/// can pick runs somewhere in the list).
+/// can pick runs somewhere in the list: the wide and the 64x64 tiled matmuls, subgroup and
+/// tree reductions where the device has subgroups, the register matmuls).
 fn profiles(ctx: &Context) -> Vec<(String, KernelProfile)> {
     let own = ctx.profile.clone();
-    let gpu = KernelProfile { software: false, matmul: MatmulVariant::Tiled, serial_row_max: 256, ..own.clone() };
-    let soft = KernelProfile { software: true, matmul: MatmulVariant::Register, serial_row_max: 4096, ..own.clone() };
+    let subgroups = cfg!(not(target_arch = "wasm32")) && ctx.device.features().contains(wgpu::Features::SUBGROUP);
+    let gpu = KernelProfile { software: false, matmul: MatmulVariant::Tiled, serial_row_max: 256, subgroups, ..own.clone() };
+    // Tiny cases never fill a GPU with 128x128 tiles, so the wide kernel is forced here.
+    let wide = KernelProfile { matmul: MatmulVariant::TiledWide, ..gpu.clone() };
+    let tree = KernelProfile { subgroups: false, ..gpu.clone() };
+    let soft = KernelProfile { software: true, matmul: MatmulVariant::Register, serial_row_max: 4096, subgroups: false, ..own.clone() };
     let scalar = KernelProfile { matmul: MatmulVariant::RegisterScalar, ..soft.clone() };
-    let name = |p: &KernelProfile| format!("{} (matmul {})", if p.software { "software" } else { "gpu" }, p.matmul.name());
+    let name = |p: &KernelProfile| {
+        let kind = if p.software { "software" } else { "gpu" };
+        format!("{kind} (matmul {}{})", p.matmul.name(), if p.subgroups { ", subgroups" } else { "" })
+    };
     let mut out = vec![(format!("{}, this adapter's", name(&own)), own.clone())];
-    for p in [gpu, soft, scalar] {
-        if p != own {
+    for p in [gpu, wide, tree, soft, scalar] {
+        if !out.iter().any(|(_, q)| *q == p) {
             out.push((name(&p), p));
         }
     }

@@ -296,7 +296,7 @@ fn bench_section(w: &mut Writer, ctx: &Context) -> Result<String> {
     let sizes: &[usize] = if smoke { &[64, 96] } else { &[256, 1024, 2048, 4096] };
     let peak = w.report.adapter.peak_gflops;
     'sizes: for &n in sizes {
-        for v in [MatmulVariant::Tiled, MatmulVariant::Register, MatmulVariant::RegisterScalar] {
+        for v in MatmulVariant::ALL {
             if w.elapsed() > stop_at {
                 skipped.push(format!("matmul {n}"));
                 break 'sizes;

@@ -193,10 +193,11 @@ pub async fn init(options: JsValue) -> Result<JsValue, JsValue> {
             })?;
             let mut report = ctx.adapter.clone();
             report.software |= software;
-            let mut profile = KernelProfile::for_adapter(&report);
+            let mut profile = KernelProfile::for_device(&report, ctx.device.features(), &ctx.limits);
             if let Some(m) = &opts.matmul {
-                profile.matmul = MatmulVariant::parse(m)
-                    .ok_or_else(|| js_error("UsageError", &format!("unknown matmul variant '{m}' (tiled, register, register-scalar)")))?;
+                profile.matmul = MatmulVariant::parse(m).ok_or_else(|| {
+                    js_error("UsageError", &format!("unknown matmul variant '{m}' (tiled, tiled-wide, tiled64, register, register-scalar)"))
+                })?;
             }
             let ctx = if profile != ctx.profile { ctx.with_profile(profile) } else { ctx };
             CTX.with(|c| *c.borrow_mut() = Some(ctx.clone()));

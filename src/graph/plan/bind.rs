@@ -18,6 +18,8 @@ pub(super) struct Bound {
     pub(super) labels: Vec<String>,
     /// Scoped name of each dispatch's node's first output.
     pub(super) scopes: Vec<String>,
+    /// `family::entry` of each dispatch (families that share a source differ only here).
+    pub(super) kernels: Vec<String>,
     /// Distinct pipelines used.
     pub(super) pipelines: usize,
     /// Kept alive for the bind groups.
@@ -29,13 +31,15 @@ pub(super) struct Bound {
 /// workgroup count and that no two of its bindings overlap.
 pub(super) fn bind(ctx: &Context, g: &Graph, cmds: &[Cmd], placed: &Placement) -> Result<Bound> {
     let (uniforms, offsets) = uniforms(ctx, cmds);
-    let mut out = Bound { cmds: Vec::with_capacity(cmds.len()), labels: Vec::new(), scopes: Vec::new(), pipelines: 0, uniforms };
+    let mut out =
+        Bound { cmds: Vec::with_capacity(cmds.len()), labels: Vec::new(), kernels: Vec::new(), scopes: Vec::new(), pipelines: 0, uniforms };
     let mut keys = HashSet::new();
     for (c, &uoff) in cmds.iter().zip(&offsets) {
         out.cmds.push(bind_one(ctx, g, c, placed, &out.uniforms, uoff)?);
         keys.insert(c.key.clone());
         let op = g.nodes[c.node].op.name();
         out.labels.push(format!("{op}:{}", c.key.entry));
+        out.kernels.push(format!("{}::{}", c.key.shader, c.key.entry));
         out.scopes.push(g.nodes[c.node].outputs.first().map(|v| g.tensors[v.index()].name.clone()).unwrap_or_default());
     }
     out.pipelines = keys.len();

@@ -23,7 +23,7 @@ impl Plan {
         let splits = split::plan(ctx, g, &needed)?;
         let (cmds, scratch) = lower(ctx, g, &needed, &splits)?;
         let placed = place::place(ctx, g, store, &cmds, &scratch, &splits.pieces, &label)?;
-        let Bound { cmds: compiled, labels, scopes, pipelines, uniforms } = bind::bind(ctx, g, &cmds, &placed)?;
+        let Bound { cmds: compiled, labels, kernels, scopes, pipelines, uniforms } = bind::bind(ctx, g, &cmds, &placed)?;
         let Placement { slots, pieces, io_vars, arena_bufs, io_bufs, arena_bytes, naive_bytes, io_bytes, .. } = placed;
 
         let inputs =
@@ -56,6 +56,7 @@ impl Plan {
             inputs,
             stats,
             cmd_labels: labels,
+            cmd_kernels: kernels,
             cmd_scopes: scopes,
             _arena: arena_bufs,
             _io: io_bufs,

@@ -85,6 +85,8 @@ pub struct Plan {
     stats: PlanStats,
     /// Labels of the nodes behind each dispatch (profiling, debugging).
     cmd_labels: Vec<String>,
+    /// The kernel (`family::entry`) of each dispatch.
+    cmd_kernels: Vec<String>,
     /// Name (with its scopes) of each dispatch's node's first output, for profiles.
     cmd_scopes: Vec<String>,
     /// Store state (by id) to the var that refers to it in this plan's graph.
@@ -173,6 +175,11 @@ impl Plan {
     }
     pub fn dispatch_labels(&self) -> &[String] {
         &self.cmd_labels
+    }
+    /// The kernel of each dispatch as `family::entry` (a label names the op and the entry
+    /// only; the tile shape of a tiled matmul, for one, is in the family).
+    pub fn dispatch_kernels(&self) -> &[String] {
+        &self.cmd_kernels
     }
     /// How many dispatches of a step each kernel label (`op:entry`) accounts for, most
     /// frequent first (ties by label): where a plan's dispatches go.
