@@ -22,65 +22,75 @@ fn xat(n: u32, c: u32, ih: i32, iw: i32) -> f32 {
     return select(0.0, c1[i], ok);
 }
 
-fn tiled_a(g: u32, chunk: u32, m: u32, k: u32) -> f32 {
+// A thread's row of the A tile or column of the B tile, decomposed once for the whole K
+// loop (a thread loads the same row and column at every K step: see conv_tiled), and the
+// output pixel of a dw K index, decomposed once for both operands. Integer division is
+// slow on GPUs; this leaves the K index's own decomposition per element.
+//   fwd A row:  n, y = oh*sh - ph, x = ow*sw - pw (the tap's offsets are added per k)
+//   dx  A row:  n, y = ih + ph, x = iw + pw (the tap's offsets are subtracted per k)
+//   dw  A row:  c = output channel in group;  dw B column: c = ci, y = ky, x = kx
+//   fwd / dx B column: c = the output / input channel in group
+//   dw pixel:   n, y = oh, x = ow
+struct ConvAt { n: u32, y: i32, x: i32, c: u32 }
+
+fn tiled_row(m: u32) -> ConvAt {
+    if (cp.mode == 0u) {
+        let t = m / cp.ow;
+        return ConvAt(t / cp.oh, i32((t % cp.oh) * cp.sh) - i32(cp.ph), i32((m % cp.ow) * cp.sw) - i32(cp.pw), 0u);
+    } else if (cp.mode == 1u) {
+        let t = m / cp.w;
+        return ConvAt(t / cp.h, i32(t % cp.h + cp.ph), i32(m % cp.w + cp.pw), 0u);
+    }
+    return ConvAt(0u, 0, 0, m);
+}
+
+fn tiled_col(col: u32) -> ConvAt {
+    if (cp.mode == 2u) {
+        let ksz = cp.kh * cp.kw;
+        return ConvAt(0u, i32((col % ksz) / cp.kw), i32(col % cp.kw), col / ksz);
+    }
+    return ConvAt(0u, 0, 0, col);
+}
+
+fn tiled_pixel(chunk: u32, k: u32) -> ConvAt {
+    let r = chunk * cp.rows * cp.ow + k;
+    let t = r / cp.ow;
+    return ConvAt(t / cp.oh, i32(t % cp.oh), i32(r % cp.ow), 0u);
+}
+
+fn tiled_a(g: u32, a: ConvAt, k: u32, px: ConvAt) -> f32 {
     let ksz = cp.kh * cp.kw;
     if (cp.mode == 0u) {
-        // x gathered for output pixel m and tap k
-        let ow = m % cp.ow;
-        let t = m / cp.ow;
-        let oh = t % cp.oh;
-        let n = t / cp.oh;
-        let ci = k / ksz;
-        let ky = (k % ksz) / cp.kw;
-        let kx = k % cp.kw;
-        return xat(n, g * cp.cin_g + ci, i32(oh * cp.sh + ky) - i32(cp.ph), i32(ow * cp.sw + kx) - i32(cp.pw));
+        // x gathered for output pixel m and tap k = (ci, ky, kx)
+        let t = k % ksz;
+        return xat(a.n, g * cp.cin_g + k / ksz, a.y + i32(t / cp.kw), a.x + i32(t % cp.kw));
     } else if (cp.mode == 1u) {
-        // dy at the output pixel that input pixel m feeds through tap k
-        let iw = m % cp.w;
-        let t = m / cp.w;
-        let ih = t % cp.h;
-        let n = t / cp.h;
-        let co = k / ksz;
-        let ky = (k % ksz) / cp.kw;
-        let kx = k % cp.kw;
-        let ohs = i32(ih + cp.ph) - i32(ky);
-        let ows = i32(iw + cp.pw) - i32(kx);
+        // dy at the output pixel that input pixel m feeds through tap k = (co, ky, kx)
+        let t = k % ksz;
+        let ohs = a.y - i32(t / cp.kw);
+        let ows = a.x - i32(t % cp.kw);
         let oh = ohs / i32(cp.sh);
         let ow = ows / i32(cp.sw);
         let ok = ohs >= 0 && ows >= 0 && ohs % i32(cp.sh) == 0 && ows % i32(cp.sw) == 0 && oh < i32(cp.oh) && ow < i32(cp.ow);
-        let i = ((n * cp.cout + g * cp.cout_g + co) * cp.oh + u32(clamp(oh, 0, i32(cp.oh) - 1))) * cp.ow + u32(clamp(ow, 0, i32(cp.ow) - 1));
+        let co = g * cp.cout_g + k / ksz;
+        let i = ((a.n * cp.cout + co) * cp.oh + u32(clamp(oh, 0, i32(cp.oh) - 1))) * cp.ow + u32(clamp(ow, 0, i32(cp.ow) - 1));
         return select(0.0, c1[i], ok);
     }
     // dw: dy[n, co = m, pixel k of the chunk]
-    let r = chunk * cp.rows * cp.ow + k;
-    let ow = r % cp.ow;
-    let t = r / cp.ow;
-    let oh = t % cp.oh;
-    let n = t / cp.oh;
-    return c2[((n * cp.cout + g * cp.cout_g + m) * cp.oh + oh) * cp.ow + ow];
+    return c2[((px.n * cp.cout + g * cp.cout_g + a.c) * cp.oh + u32(px.y)) * cp.ow + u32(px.x)];
 }
 
-fn tiled_b(g: u32, chunk: u32, k: u32, col: u32) -> f32 {
+fn tiled_b(g: u32, k: u32, b: ConvAt, px: ConvAt) -> f32 {
     let ksz = cp.kh * cp.kw;
     if (cp.mode == 0u) {
         // w[co = col, k]
-        return c2[(g * cp.cout_g + col) * cp.cin_g * ksz + k];
+        return c2[(g * cp.cout_g + b.c) * cp.cin_g * ksz + k];
     } else if (cp.mode == 1u) {
         // w[co, ci = col, ky, kx] with k = (co, ky, kx)
-        let co = k / ksz;
-        let t = k % ksz;
-        return c2[((g * cp.cout_g + co) * cp.cin_g + col) * ksz + t];
+        return c2[((g * cp.cout_g + k / ksz) * cp.cin_g + b.c) * ksz + k % ksz];
     }
     // dw: x at output pixel k of the chunk through tap col = (ci, ky, kx)
-    let r = chunk * cp.rows * cp.ow + k;
-    let ow = r % cp.ow;
-    let t = r / cp.ow;
-    let oh = t % cp.oh;
-    let n = t / cp.oh;
-    let ci = col / ksz;
-    let ky = (col % ksz) / cp.kw;
-    let kx = col % cp.kw;
-    return xat(n, g * cp.cin_g + ci, i32(oh * cp.sh + ky) - i32(cp.ph), i32(ow * cp.sw + kx) - i32(cp.pw));
+    return xat(px.n, g * cp.cin_g + b.c, px.y * i32(cp.sh) + b.y - i32(cp.ph), px.x * i32(cp.sw) + b.x - i32(cp.pw));
 }
 
 fn tiled_store(g: u32, chunk: u32, m: u32, col: u32, v: f32) {
@@ -131,18 +141,23 @@ fn conv_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     }
     let mt = wid.y * CT;
     let nt = wid.x * CT;
+    // Element e of this thread's loads is (k0 + li/64 + 4e, row or column rr): the same row
+    // of A and column of B at every step.
+    let rr = li % 64u;
+    let arow = tiled_row(mt + rr);
+    let bcol = tiled_col(nt + rr);
     var acc: array<vec4<f32>, 4>;
     for (var i = 0u; i < 4u; i = i + 1u) { acc[i] = vec4<f32>(0.0); }
     for (var k0 = 0u; k0 < kdim; k0 = k0 + CK) {
         for (var e = 0u; e < 4u; e = e + 1u) {
-            let idx = li + e * 256u;
-            let kk = idx / 64u;
-            let rr = idx % 64u;
+            let kk = li / 64u + e * 4u;
             let k = k0 + kk;
+            var px = ConvAt(0u, 0, 0, 0u);
+            if (cp.mode == 2u) { px = tiled_pixel(chunk, k); }
             var av = 0.0;
             var bv = 0.0;
-            if (k < kdim && mt + rr < rows) { av = tiled_a(g, chunk, mt + rr, k); }
-            if (k < kdim && nt + rr < cols) { bv = tiled_b(g, chunk, k, nt + rr); }
+            if (k < kdim && mt + rr < rows) { av = tiled_a(g, arow, k, px); }
+            if (k < kdim && nt + rr < cols) { bv = tiled_b(g, k, bcol, px); }
             cta[kk][rr] = av;
             ctb[kk][rr] = bv;
         }

@@ -259,10 +259,12 @@ pub fn info(ctx: &Context) {
         l.max_storage_buffers_per_shader_stage
     );
     println!(
-        "kernels: {} profile, matmul {}, serial rows up to {}",
+        "kernels: {} profile, matmul {}, serial rows up to {}, subgroup reductions {}, wide-tile K step {}",
         if ctx.profile.software { "software" } else { "gpu" },
         ctx.profile.matmul.name(),
-        ctx.profile.serial_row_max
+        ctx.profile.serial_row_max,
+        if ctx.profile.subgroups { "on" } else { "off" },
+        ctx.profile.wide_bk
     );
 }
 

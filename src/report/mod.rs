@@ -58,6 +58,12 @@ pub struct AdapterSection {
     pub profile: String,
     pub matmul_variant: String,
     pub serial_row_max: usize,
+    /// The profile's workgroup reductions go through subgroup operations.
+    #[serde(default)]
+    pub subgroup_reductions: bool,
+    /// K step of the 128x128 matmul tiles, from the workgroup storage limit.
+    #[serde(default)]
+    pub wide_bk: u32,
     /// f32 peak in GFLOP/s and where the figure comes from.
     pub peak_gflops: Option<f64>,
     pub peak_source: String,
@@ -280,6 +286,8 @@ fn adapter_section(w: &mut Writer, ctx: &Context) -> Result<String> {
         profile: if ctx.profile.software { "software" } else { "gpu" }.into(),
         matmul_variant: ctx.profile.matmul.name().into(),
         serial_row_max: ctx.profile.serial_row_max,
+        subgroup_reductions: ctx.profile.subgroups,
+        wide_bk: ctx.profile.wide_bk,
         peak_gflops: peak,
         peak_source: source,
     };
