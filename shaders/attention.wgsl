@@ -6,7 +6,8 @@
 //   lse  [B, H, N]         log-sum-exp of each score row, saved for the backward pass
 //   bias [G, H, N, N]      optional additive bias (Swin relative position bias + shift mask);
 //                          batch b uses bias[b % G]
-//   dvec [B, H, N]         rowsum(dO * O), the softmax-backward correction term
+//   dvec [B, H, N]         rowsum(dO * O), the softmax-backward correction term (kept for
+//                          the bias gradient)
 //
 // One invocation owns one query row (forward, dQ) or one key row (dK/dV); its vectors live in
 // private vec4 arrays (head dim up to 128). The other side streams through workgroup memory
@@ -157,28 +158,58 @@ fn attn_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
     alse[bh * ap.n + i] = m + log(l);
 }
 
-// Backward, part 1: dQ, and dvec = rowsum(dO * O) for part 2. Workgroup (query block, b*h).
-// dS_ij = P_ij (dO_i . v_j - dvec_i), dQ_i = scale * sum_j dS_ij k_j.
+// Backward as one dispatch (real GPUs): workgroups x < ceil(N / WG) compute dQ for a query
+// block, the rest dK and dV for a key block (uniform per workgroup); grid (2 * ceil(N / WG),
+// b*h). The dK/dV blocks recompute dvec, as nothing orders the dQ blocks before them.
+// Software adapters run the two halves as two dispatches instead, dQ first (it writes dvec):
+// LLVM takes about twice as long to compile the joint kernel, and a saved launch is worth
+// nothing next to that on a CPU.
+@compute @workgroup_size(WG)
+fn attn_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let blocks = (ap.n + WG - 1u) / WG;
+    if (wid.x < blocks) {
+        bwd_dq(wid.x, wid.y, lid);
+    } else {
+        bwd_dkv(wid.x - blocks, wid.y, lid, true);
+    }
+}
+
 @compute @workgroup_size(WG)
 fn attn_bwd_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let bh = wid.y;
+    bwd_dq(wid.x, wid.y, lid);
+}
+
+@compute @workgroup_size(WG)
+fn attn_bwd_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    bwd_dkv(wid.x, wid.y, lid, false);
+}
+
+// dvec_i = rowsum(dO_i * O_i), the softmax-backward correction of query row i (clamped).
+fn bwd_dvec(b: u32, i: u32, h: u32) -> f32 {
+    let ob = (b * ap.n + min(i, ap.n - 1u)) * ap.d + h * ap.dh;
+    var dd4 = vec4<f32>(0.0);
+    for (var c = 0u; c < DH4; c = c + 1u) { dd4 = dd4 + ld_do(ob, c) * ld_o(ob, c); }
+    return dd4.x + dd4.y + dd4.z + dd4.w;
+}
+
+// dQ for query block wx, and dvec (saved for the bias gradient).
+// dS_ij = P_ij (dO_i . v_j - dvec_i), dQ_i = scale * sum_j dS_ij k_j.
+fn bwd_dq(wx: u32, bh: u32, lid: u32) {
     let b = bh / ap.heads;
     let h = bh % ap.heads;
-    let i = wid.x * WG + lid;
+    let i = wx * WG + lid;
     let iv = min(i, ap.n - 1u);
     let qb = qkv_row(b, iv, h);
     let ob = (b * ap.n + iv) * ap.d + h * ap.dh;
     var q: array<vec4<f32>, 32>;
     var g: array<vec4<f32>, 32>;
     var dq: array<vec4<f32>, 32>;
-    var dd4 = vec4<f32>(0.0);
     for (var c = 0u; c < DH4; c = c + 1u) {
         q[c] = ld_qkv(qb, c) * ap.scale;
         g[c] = ld_do(ob, c);
-        dd4 = dd4 + g[c] * ld_o(ob, c);
         dq[c] = vec4<f32>(0.0);
     }
-    let dd = dd4.x + dd4.y + dd4.z + dd4.w;
+    let dd = bwd_dvec(b, iv, h);
     let lse = alse[bh * ap.n + iv];
     let has_bias = ap.groups > 0u;
     var brow = 0u;
@@ -212,14 +243,13 @@ fn attn_bwd_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     for (var c = 0u; c < DH4; c = c + 1u) { st_dqkv(db, c, dq[c] * ap.scale); }
 }
 
-// Backward, part 2: dK and dV. Workgroup (key block, b*h); queries, dO, lse and dvec stream
-// through workgroup memory. dV_j = sum_i P_ij dO_i, dK_j = scale * sum_i dS_ij q_i.
-@compute @workgroup_size(WG)
-fn attn_bwd_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let bh = wid.y;
+// dK and dV for key block wx; queries, dO, lse and dvec (recomputed where `own_dvec`, read
+// from bwd_dq's output otherwise) stream through workgroup memory.
+// dV_j = sum_i P_ij dO_i, dK_j = scale * sum_i dS_ij q_i.
+fn bwd_dkv(wx: u32, bh: u32, lid: u32, own_dvec: bool) {
     let b = bh / ap.heads;
     let h = bh % ap.heads;
-    let j = wid.x * WG + lid;
+    let j = wx * WG + lid;
     let jv = min(j, ap.n - 1u);
     let kb = qkv_row(b, jv, h) + ap.d;
     var k: array<vec4<f32>, 32>;
@@ -245,7 +275,11 @@ fn attn_bwd_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
         }
         for (var e = lid; e < cnt; e = e + WG) {
             s_r0[e] = alse[bh * ap.n + i0 + e];
-            s_r1[e] = advec[bh * ap.n + i0 + e];
+            if (own_dvec) {
+                s_r1[e] = bwd_dvec(b, i0 + e, h);
+            } else {
+                s_r1[e] = advec[bh * ap.n + i0 + e];
+            }
         }
         workgroupBarrier();
         for (var ii = 0u; ii < cnt; ii = ii + 1u) {

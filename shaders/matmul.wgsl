@@ -146,7 +146,11 @@ fn mm_register_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
 // have N = the layer's input width, so they share the grid's x; rows of workgroups
 // [0, tiles of M0) do problem 0, the rest problem 1 (MmPair.split). Bindings: 1 dY, 2 W,
 // 3 dX, 4 X, 5 aux, 6 addend, 7 dW, 8 row sums. The problem is uniform per workgroup.
-struct MmPair { p0: MmP, p1: MmP, split: u32, _s0: u32, _s1: u32, _s2: u32 }
+// mm_tiled_pair may also cut problem 1 along its K (the layer's rows, thousands where dX's K
+// is the output width) into `ksplit` chunks of `kper`: a few dW tiles with a long K would
+// otherwise leave most of a GPU idle while dX finishes. The chunks' partial sums then go to
+// binding 7 and mm_pair_sum adds them up (the register pairs never split).
+struct MmPair { p0: MmP, p1: MmP, split: u32, ksplit: u32, kper: u32, _s2: u32 }
 @group(0) @binding(0) var<uniform> mpp: MmPair;
 @group(0) @binding(4) var<storage, read_write> mx: array<f32>;
 @group(0) @binding(4) var<storage, read_write> mx4: array<vec4<f32>>;
@@ -178,6 +182,24 @@ fn pair_store(q: MmP, sel: u32, m: u32, n: u32, v: f32) {
 
 fn pair_rows(q: MmP, m: u32, v: f32) {
     if (m < q.m) { mrows[m] = v; }
+}
+
+// pair_store / pair_rows for mm_tiled_pair: chunk `part` of a split problem 1 leaves its
+// partial dW and row sums at part * (M1 * N1 + M1) in binding 7.
+fn split_store(q: MmP, sel: u32, part: u32, m: u32, n: u32, v: f32) {
+    if (sel == 1u && mpp.ksplit > 1u) {
+        if (m < q.m && n < q.n) { mc1[part * (q.m * q.n + q.m) + m * q.n + n] = v; }
+        return;
+    }
+    pair_store(q, sel, m, n, v);
+}
+
+fn split_rows(q: MmP, sel: u32, part: u32, m: u32, v: f32) {
+    if (sel == 1u && mpp.ksplit > 1u) {
+        if (m < q.m) { mc1[part * (q.m * q.n + q.m) + q.m * q.n + m] = v; }
+        return;
+    }
+    pair_rows(q, m, v);
 }
 
 // load_a4 / load_b4 for problem `q` (batch 1).
@@ -315,20 +337,26 @@ fn reg_pair_body(q: MmP, sel: u32, wx: u32, wy: u32, lid: vec3<u32>) {
 fn mm_tiled_pair(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                  @builtin(local_invocation_index) li: u32) {
     if (wid.y < mpp.split) {
-        tiled_pair_body(mpp.p0, 0u, wid.x, wid.y, lid, li);
+        tiled_pair_body(mpp.p0, 0u, wid.x, wid.y, 0u, 0u, mpp.p0.k, lid, li);
     } else {
-        tiled_pair_body(mpp.p1, 1u, wid.x, wid.y - mpp.split, lid, li);
+        // Problem 1's rows of workgroups: its M tiles, once per K chunk.
+        let r = wid.y - mpp.split;
+        let tiles = (mpp.p1.m + TILE - 1u) / TILE;
+        let part = r / tiles;
+        let kbeg = part * mpp.kper;
+        tiled_pair_body(mpp.p1, 1u, wid.x, r % tiles, part, kbeg, min(mpp.p1.k, kbeg + mpp.kper), lid, li);
     }
 }
 
-fn tiled_pair_body(q: MmP, sel: u32, wx: u32, wy: u32, lid: vec3<u32>, li: u32) {
+// One 64x64 tile of problem `q` over K in [kbeg, kend) (kbeg a multiple of BK).
+fn tiled_pair_body(q: MmP, sel: u32, wx: u32, wy: u32, part: u32, kbeg: u32, kend: u32, lid: vec3<u32>, li: u32) {
     let mt = wy * TILE;
     let nt = wx * TILE;
     var acc: array<vec4<f32>, 4>;
     for (var i = 0u; i < 4u; i = i + 1u) { acc[i] = vec4<f32>(0.0); }
     let rows = (q.flags & 32u) != 0u && wx == 0u && lid.x == 0u;
     var rs = vec4<f32>(0.0);
-    for (var k0 = 0u; k0 < q.k; k0 = k0 + BK) {
+    for (var k0 = kbeg; k0 < kend; k0 = k0 + BK) {
         for (var e = 0u; e < 4u; e = e + 1u) {
             let idx = li + e * 256u;
             let kk = idx / 64u;
@@ -338,8 +366,8 @@ fn tiled_pair_body(q: MmP, sel: u32, wx: u32, wy: u32, lid: vec3<u32>, li: u32) 
             let n = nt + rr;
             var av = 0.0;
             var bv = 0.0;
-            if (k < q.k && m < q.m) { av = ma[m * q.ars + k * q.acs]; }
-            if (k < q.k && n < q.n) { bv = pair_b(sel, k * q.brs + n * q.bcs); }
+            if (k < kend && m < q.m) { av = ma[m * q.ars + k * q.acs]; }
+            if (k < kend && n < q.n) { bv = pair_b(sel, k * q.brs + n * q.bcs); }
             ta[kk][rr] = av;
             tb[kk][rr] = bv;
         }
@@ -356,15 +384,29 @@ fn tiled_pair_body(q: MmP, sel: u32, wx: u32, wy: u32, lid: vec3<u32>, li: u32) 
     }
     for (var i = 0u; i < 4u; i = i + 1u) {
         let m = mt + lid.y + i * 16u;
-        pair_store(q, sel, m, nt + lid.x, acc[i].x);
-        pair_store(q, sel, m, nt + lid.x + 16u, acc[i].y);
-        pair_store(q, sel, m, nt + lid.x + 32u, acc[i].z);
-        pair_store(q, sel, m, nt + lid.x + 48u, acc[i].w);
+        split_store(q, sel, part, m, nt + lid.x, acc[i].x);
+        split_store(q, sel, part, m, nt + lid.x + 16u, acc[i].y);
+        split_store(q, sel, part, m, nt + lid.x + 32u, acc[i].z);
+        split_store(q, sel, part, m, nt + lid.x + 48u, acc[i].w);
     }
     if (rows) {
-        pair_rows(q, mt + lid.y, rs.x);
-        pair_rows(q, mt + lid.y + 16u, rs.y);
-        pair_rows(q, mt + lid.y + 32u, rs.z);
-        pair_rows(q, mt + lid.y + 48u, rs.w);
+        split_rows(q, sel, part, mt + lid.y, rs.x);
+        split_rows(q, sel, part, mt + lid.y + 16u, rs.y);
+        split_rows(q, sel, part, mt + lid.y + 32u, rs.z);
+        split_rows(q, sel, part, mt + lid.y + 48u, rs.w);
     }
+}
+
+// The split problem 1's chunks added up: dW (binding 2) and, with row sums, db (binding 3)
+// from the partials (binding 1) of mm_tiled_pair, one thread per element, chunks in order.
+@compute @workgroup_size(256)
+fn mm_pair_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let q = mpp.p1;
+    let len = q.m * q.n;
+    let i = wg_linear(wid, nwg) * 256u + lid;
+    if (i >= len + select(0u, q.m, (q.flags & 32u) != 0u)) { return; }
+    var s = 0.0;
+    for (var j = 0u; j < mpp.ksplit; j = j + 1u) { s = s + ma[j * (len + q.m) + i]; }
+    if (i < len) { mb[i] = s; } else { mc[i - len] = s; }
 }

@@ -267,6 +267,48 @@ fn run_on(ctx: &Context, g: &Graph, writes: &[(Var, &CpuTensor)], reads: &[Var])
 }
 
 #[test]
+fn a_long_weight_gradient_is_cut_along_its_rows_on_real_gpus() {
+    // dW = dY^T X sums over the layer's 1100 rows while dX's K is the 40 outputs: the tiled
+    // pair cuts dW's K into chunks (224 rows each, the last one ragged), leaves their partial
+    // dW and bias sums in scratch and adds them up in mm_pair_sum. Every gradient against the
+    // f64 reference, with and without a bias, and for a layer too short to cut.
+    let c = ctx();
+    for variant in [MatmulVariant::Tiled, MatmulVariant::Tiled64] {
+        let cc = c.with_profile(KernelProfile { software: false, matmul: variant, serial_row_max: 256, ..c.profile.clone() });
+        for (rows, bias, split) in [(1100, true, true), (1100, false, true), (200, true, false)] {
+            let mut g = Graph::new();
+            let x = g.input("x", &[rows, 24]).unwrap();
+            let w = g.input("w", &[40, 24]).unwrap();
+            let b = bias.then(|| g.input("b", &[40]).unwrap());
+            let r = g.input("r", &[rows, 40]).unwrap();
+            let y = g.linear(x, w, b).unwrap();
+            let yr = g.mul(y, r).unwrap();
+            let l = g.sum_all(yr).unwrap();
+            let wrt: Vec<Var> = [Some(x), Some(w), b].into_iter().flatten().collect();
+            let grads: Vec<Var> = g.gradients(l, &wrt).unwrap().into_iter().map(|v| g.keep(v.unwrap())).collect();
+            let mut shapes = vec![vec![rows, 24], vec![40, 24]];
+            shapes.extend(b.map(|_| vec![40]));
+            shapes.push(vec![rows, 40]);
+            let t: Vec<CpuTensor> = shapes.iter().enumerate().map(|(i, s)| rand_tensor(s, 40 + i as u64)).collect();
+            let vars: Vec<Var> = [Some(x), Some(w), b, Some(r)].into_iter().flatten().collect();
+            let mut store = Store::new(0);
+            let plan = Plan::compile(&cc, &g, &mut store, "long dW").unwrap();
+            let sums = plan.dispatch_labels().iter().filter(|l| *l == "linear_grad:mm_pair_sum").count();
+            assert_eq!(sums, split as usize, "{variant:?} rows {rows}: {:?}", plan.dispatch_labels());
+            for (v, tt) in vars.iter().zip(&t) {
+                plan.write(*v, &tt.to_f32()).unwrap();
+            }
+            plan.step().unwrap();
+            let want = g.eval_cpu(&vars.iter().copied().zip(t.iter().cloned()).collect()).unwrap();
+            for (i, gv) in grads.iter().enumerate() {
+                let label = format!("{variant:?} rows {rows} bias {bias}: gradient {i}");
+                assert_close(&label, &plan.read(*gv).unwrap(), &want[gv].data, 1e-4, 1e-4);
+            }
+        }
+    }
+}
+
+#[test]
 fn layer_norm_parameter_gradients_match_the_reference_directly() {
     // The fused backward tensors themselves (not only through finite differences): dx with an
     // addend, dweight and dbias, against their f64 references, on rows that are not multiples
@@ -397,11 +439,13 @@ fn fused_matmul_outputs_match_the_reference_directly() {
 fn transformer_block_forward_and_backward_dispatches() {
     // timm's pre-norm Block, forward and backward with every parameter's gradient and the
     // input's: 7 dispatches forward (LN, qkv, attention, proj + residual, LN, fc1 + GELU,
-    // fc2 + residual) and 14 backward (a linear_grad per Linear, two per LayerNorm with the
-    // residual gradient as dx's addend, two for attention), plus the test's loss.
+    // fc2 + residual) and 13 backward (a linear_grad per Linear, two per LayerNorm with the
+    // residual gradient as dx's addend, one for attention: two on software adapters), plus
+    // the test's loss.
     use webdistill::nn::{Block, Builder, Fwd};
     for (name, c) in profiles() {
         let two_dispatch = name == "register-scalar" || name == "gpu tiled-wide";
+        let software = c.profile.software;
         let mut store = Store::new(0);
         let blk = Block::new(&mut Builder::new(&mut store, ""), "blk", 32, 2, 4.0, true, 1e-6, 0.0).unwrap();
         let mut g = Graph::new();
@@ -431,7 +475,8 @@ fn transformer_block_forward_and_backward_dispatches() {
             ("linear_grad:", if two_dispatch { 8 } else { 4 }),
             ("layer_norm_dx:", 2),
             ("layer_norm_dparams:", 2),
-            ("attention_backward:", 2),
+            // One dispatch on real GPUs, dQ then dK/dV on software adapters.
+            ("attention_backward:", if software { 2 } else { 1 }),
             ("add:", 0),
             ("sub:", 0),
             ("gelu:", 0),
@@ -440,7 +485,7 @@ fn transformer_block_forward_and_backward_dispatches() {
             assert_eq!(n(label), want, "{name}: {label} dispatches in {counts:?}");
         }
         // The loss: mul, sum and its seed fill and broadcast forward; mul backward.
-        let budget = 21 + 6 + if two_dispatch { 4 } else { 0 };
+        let budget = 20 + 6 + if two_dispatch { 4 } else { 0 } + software as usize;
         assert!(plan.stats().dispatches <= budget, "{name}: {} dispatches: {counts:?}", plan.stats().dispatches);
     }
 }

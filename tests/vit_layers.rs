@@ -25,6 +25,30 @@ fn fused_attention_odd_tokens_and_head_dims() {
 }
 
 #[test]
+fn fused_attention_backward_in_one_dispatch_as_real_gpus_run_it() {
+    // A real GPU's profile runs dQ and dK/dV as one dispatch, the dK/dV blocks recomputing
+    // dvec: tokens across query and key blocks, an odd head dim, a broadcast bias.
+    use webdistill::gpu::KernelProfile;
+    let c = ctx().with_profile(KernelProfile { software: false, ..ctx().profile.clone() });
+    let check_one = |case: OpCase, h: usize, bias: bool| {
+        let f = move |g: &mut Graph, x: &[Var]| g.attention_with(x[0], h, bias.then(|| x[1]), AttnImpl::Fused);
+        let mut g = Graph::new();
+        let vars: Vec<Var> = case.inputs.iter().enumerate().map(|(i, t)| g.input(&format!("x{i}"), &t.shape).unwrap()).collect();
+        let y = f(&mut g, &vars).unwrap();
+        let l = g.sum_all(y).unwrap();
+        let dq = g.gradients(l, &vars[..1]).unwrap()[0].unwrap();
+        g.keep(dq);
+        let plan = Plan::compile(&c, &g, &mut Store::new(0), "attention backward").unwrap();
+        let n = plan.dispatch_labels().iter().filter(|l| l.starts_with("attention_backward:")).collect::<Vec<_>>();
+        assert_eq!(n, ["attention_backward:attn_bwd"], "{}", case.name);
+        case.tol((2e-5, 1e-4), (1e-3, 1e-2)).check_on(&c, f);
+    };
+    check_one(OpCase::new("one-dispatch attention backward", vec![qkv(1, 65, 4, 7, 3)]), 4, false);
+    let bias = rand_tensor(&[2, 1, 16, 16], 4).map(|v| 3.0 * v);
+    check_one(OpCase::new("one-dispatch attention backward + bias", vec![qkv(4, 16, 1, 9, 5), bias]), 1, true);
+}
+
+#[test]
 fn fused_attention_with_broadcast_bias() {
     // 4 batches, bias groups of 2 (batch b reads bias[b % 2]), as Swin windows read the mask.
     for (b, groups, n, h, dh) in [(4, 2, 7, 3, 4), (3, 1, 11, 2, 6), (2, 2, 16, 1, 9)] {

@@ -229,10 +229,15 @@ impl Op for AttnBwdOp {
             Bind::T(n.outputs[0].var),
             Bind::T(n.outputs[1].var),
         ];
-        // dQ first: it also writes dvec, which the dK/dV kernel reads.
-        for entry in ["attn_bwd_dq", "attn_bwd_dkv"] {
+        // Real GPUs: dQ and dK/dV blocks side by side in one grid. Software adapters: two
+        // dispatches, dQ first (it writes dvec, which dK/dV reads); see attn_bwd.
+        let entries: &[&'static str] = if l.profile().software { &["attn_bwd_dq", "attn_bwd_dkv"] } else { &["attn_bwd"] };
+        for &entry in entries {
             let (key, wg) = dm.key(entry);
-            let groups = check_grid("attention backward", &dm, wg)?;
+            let mut groups = check_grid("attention backward", &dm, wg)?;
+            if entry == "attn_bwd" {
+                groups[0] *= 2;
+            }
             l.dispatch_key(key, dm.params(self.scale, dm.groups), &binds, groups);
         }
         Ok(())

@@ -454,6 +454,19 @@ impl LinearGradOp {
     }
 }
 
+/// K per chunk of a tiled pair's dW problem: about dX's own K (at least 256) so that every
+/// workgroup of the dispatch has about as much to do, a multiple of the tile's K step, and
+/// no more chunks than 64 or than one binding holds the partial sums of (`partial_len` words
+/// each). The whole K when it is not worth cutting.
+fn pair_kper(d0: &Dims, d1: &Dims, partial_len: usize, max_binding: u64) -> usize {
+    let fit = (max_binding / (4 * partial_len as u64)).max(1) as usize;
+    let chunks = d1.k.div_ceil(d0.k.max(256)).clamp(1, 64).min(fit);
+    if chunks < 2 {
+        return d1.k;
+    }
+    d1.k.div_ceil(chunks).next_multiple_of(16)
+}
+
 impl Op for LinearGradOp {
     fn name(&self) -> &'static str {
         "linear_grad"
@@ -483,17 +496,32 @@ impl Op for LinearGradOp {
             _ => ("mm_tiled_pair", 64),
         };
         let split = d0.m.div_ceil(tile);
+        // dW's K (the rows) in chunks, so its few tiles do not keep a GPU waiting (the
+        // tiled pair only: see MmPair in the shader).
+        let partial_len = d1.m * d1.n + d1.m;
+        let kper = if entry == "mm_tiled_pair" { pair_kper(&d0, &d1, partial_len, l.ctx.max_binding()) } else { d1.k };
+        let ksplit = d1.k.div_ceil(kper.max(1)).max(1);
         let mut p = m0.params(&e0, &d0);
         p.0.extend(m1.params(&e1, &d1).0);
-        let p = p.u(split).u(0).u(0).u(0);
+        let p = p.u(split).u(ksplit).u(kper).u(0);
         let t = |v: &crate::graph::TensorDesc| Bind::T(v.var);
         let mut extra = n.inputs[3..].iter();
         let aux = if e0.dact.is_some() { t(extra.next().expect("aux")) } else { l.unused() };
         let addend = if e0.addend { t(extra.next().expect("addend")) } else { l.unused() };
-        let rows = if self.bias { t(&n.outputs[2]) } else { l.unused() };
-        let binds = [t(&n.inputs[0]), t(&n.inputs[1]), t(&n.outputs[0]), t(&n.inputs[2]), aux, addend, t(&n.outputs[1]), rows];
-        let groups = [d0.n.max(d1.n).div_ceil(tile) as u32, (split + d1.m.div_ceil(tile)) as u32, 1];
-        l.dispatch("matmul", entry, p, &binds, groups);
+        let db = if self.bias { t(&n.outputs[2]) } else { l.unused() };
+        let (dw, rows, partials) = if ksplit > 1 {
+            let part = l.scratch(ksplit * partial_len, "linear_grad dW partial sums");
+            (part, l.unused(), Some(part))
+        } else {
+            (t(&n.outputs[1]), db, None)
+        };
+        let binds = [t(&n.inputs[0]), t(&n.inputs[1]), t(&n.outputs[0]), t(&n.inputs[2]), aux, addend, dw, rows];
+        let groups = [d0.n.max(d1.n).div_ceil(tile) as u32, (split + d1.m.div_ceil(tile) * ksplit) as u32, 1];
+        l.dispatch("matmul", entry, p.clone(), &binds, groups);
+        if let Some(part) = partials {
+            let out = d1.m * d1.n + if self.bias { d1.m } else { 0 };
+            l.dispatch("matmul", "mm_pair_sum", p, &[part, t(&n.outputs[1]), db], crate::graph::lower::grid(out.div_ceil(256)));
+        }
         Ok(())
     }
 
