@@ -24,7 +24,7 @@ pub const MAX_RANK: usize = 8;
 /// Every tensor has rank >= 1 and no zero dimension (a WebGPU binding cannot be empty);
 /// `op` and `name` say which tensor broke the rule.
 pub(crate) fn check_shape(op: &'static str, name: &str, shape: &[usize]) -> Result<()> {
-    if shape.is_empty() || shape.iter().any(|&d| d == 0) {
+    if shape.is_empty() || shape.contains(&0) {
         return Err(Error::shape(op, format!("'{name}' has shape {shape:?}; every tensor needs rank >= 1 and no zero dimension")));
     }
     Ok(())

@@ -271,11 +271,14 @@ fn a_long_weight_gradient_is_cut_along_its_rows_on_real_gpus() {
     // dW = dY^T X sums over the layer's 1100 rows while dX's K is the 40 outputs: the tiled
     // pair cuts dW's K into chunks (224 rows each, the last one ragged), leaves their partial
     // dW and bias sums in scratch and adds them up in mm_pair_sum. Every gradient against the
-    // f64 reference, with and without a bias, and for a layer too short to cut.
+    // f64 reference, with and without a bias, for a layer too short to cut, and with the cut
+    // turned off (split_k, WEBDISTILL_SPLIT_K=0).
     let c = ctx();
     for variant in [MatmulVariant::Tiled, MatmulVariant::Tiled64] {
-        let cc = c.with_profile(KernelProfile { software: false, matmul: variant, serial_row_max: 256, ..c.profile.clone() });
-        for (rows, bias, split) in [(1100, true, true), (1100, false, true), (200, true, false)] {
+        for (rows, bias, split_k, split) in
+            [(1100, true, true, true), (1100, false, true, true), (200, true, true, false), (1100, true, false, false)]
+        {
+            let cc = c.with_profile(KernelProfile { software: false, matmul: variant, serial_row_max: 256, split_k, ..c.profile.clone() });
             let mut g = Graph::new();
             let x = g.input("x", &[rows, 24]).unwrap();
             let w = g.input("w", &[40, 24]).unwrap();
@@ -294,14 +297,14 @@ fn a_long_weight_gradient_is_cut_along_its_rows_on_real_gpus() {
             let mut store = Store::new(0);
             let plan = Plan::compile(&cc, &g, &mut store, "long dW").unwrap();
             let sums = plan.dispatch_labels().iter().filter(|l| *l == "linear_grad:mm_pair_sum").count();
-            assert_eq!(sums, split as usize, "{variant:?} rows {rows}: {:?}", plan.dispatch_labels());
+            assert_eq!(sums, split as usize, "{variant:?} rows {rows} split_k {split_k}: {:?}", plan.dispatch_labels());
             for (v, tt) in vars.iter().zip(&t) {
                 plan.write(*v, &tt.to_f32()).unwrap();
             }
             plan.step().unwrap();
             let want = g.eval_cpu(&vars.iter().copied().zip(t.iter().cloned()).collect()).unwrap();
             for (i, gv) in grads.iter().enumerate() {
-                let label = format!("{variant:?} rows {rows} bias {bias}: gradient {i}");
+                let label = format!("{variant:?} rows {rows} bias {bias} split_k {split_k}: gradient {i}");
                 assert_close(&label, &plan.read(*gv).unwrap(), &want[gv].data, 1e-4, 1e-4);
             }
         }

@@ -70,7 +70,7 @@ fn target_rig(gd: &BTreeMap<String, FileTensor>) -> TargetRig {
 fn bow_targets_and_mu_match_pytorch() {
     let gd = golden();
     let r = target_rig(&gd);
-    r.plan.write(r.feat, &gd["feat"].data.iter().map(|&v| v as f32).collect::<Vec<_>>()).unwrap();
+    r.plan.write(r.feat, &gd["feat"].data).unwrap();
     r.plan.step().unwrap();
     assert_close("mu", &r.store.read_state(&r.level.mu).unwrap(), &f64s(&gd["bow.mu"]), 1e-6, 1e-4);
     assert_close("bow", &r.plan.read(r.bow).unwrap(), &f64s(&gd["bow.bow"]), 1e-6, 2e-3);
@@ -84,7 +84,7 @@ fn vocabulary_queue_takes_local_averages_and_wraps() {
     let k = gd["vocab"].shape[0];
     let avg = &gd["vocab.local_average"];
     let (ah, aw) = (h - 4, w - 4);
-    r.plan.write(r.feat, &gd["feat"].data.iter().map(|&v| v as f32).collect::<Vec<_>>()).unwrap();
+    r.plan.write(r.feat, &gd["feat"].data).unwrap();
     r.plan.step().unwrap();
     // Words 0..B are this batch's 3x3 averages at the hashed locations; the rest are untouched.
     let vocab = r.store.read_state(&r.level.embedding).unwrap();

@@ -252,19 +252,20 @@ pub fn info(ctx: &Context) {
     let l = &ctx.limits;
     println!(
         "limits: storage binding {} MiB, buffer {} MiB, workgroup storage {} KiB, {} invocations/workgroup, {} storage buffers/stage",
-        l.max_storage_buffer_binding_size as u64 >> 20,
+        l.max_storage_buffer_binding_size >> 20,
         l.max_buffer_size >> 20,
         l.max_compute_workgroup_storage_size >> 10,
         l.max_compute_invocations_per_workgroup,
         l.max_storage_buffers_per_shader_stage
     );
     println!(
-        "kernels: {} profile, matmul {}, serial rows up to {}, subgroup reductions {}, wide-tile K step {}",
+        "kernels: {} profile, matmul {}, serial rows up to {}, subgroup reductions {}, wide-tile K step {}, linear-backward split-K {}",
         if ctx.profile.software { "software" } else { "gpu" },
         ctx.profile.matmul.name(),
         ctx.profile.serial_row_max,
         if ctx.profile.subgroups { "on" } else { "off" },
-        ctx.profile.wide_bk
+        ctx.profile.wide_bk,
+        if ctx.profile.splits_k() { "on" } else { "off" }
     );
 }
 

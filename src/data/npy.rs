@@ -136,6 +136,23 @@ fn dtype_name(descr: &str) -> String {
     if order == ">" && size != "1" { format!("big-endian {name}") } else { name }
 }
 
+/// Write a float32 C-order `.npy`.
+pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    let mut buf = Vec::new();
+    {
+        use npyz::WriterBuilder;
+        let mut w = npyz::WriteOptions::<f32>::new()
+            .default_dtype()
+            .shape(&shape.iter().map(|&d| d as u64).collect::<Vec<_>>())
+            .writer(&mut buf)
+            .begin_nd()
+            .map_err(|e| Error::file(path, e))?;
+        w.extend(data.iter().copied()).map_err(|e| Error::file(path, e))?;
+        w.finish().map_err(|e| Error::file(path, e))?;
+    }
+    checkpoint::write_atomic(path, &buf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,21 +218,4 @@ mod tests {
         let e = parse_npy(&npy_bytes("<f4", "(4294967296, 4294967295)", &[]), "big.npy").unwrap_err().to_string();
         assert!(e.contains("the header promises shape [4294967296, 4294967295]"), "{e}");
     }
-}
-
-/// Write a float32 C-order `.npy`.
-pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
-    let mut buf = Vec::new();
-    {
-        use npyz::WriterBuilder;
-        let mut w = npyz::WriteOptions::<f32>::new()
-            .default_dtype()
-            .shape(&shape.iter().map(|&d| d as u64).collect::<Vec<_>>())
-            .writer(&mut buf)
-            .begin_nd()
-            .map_err(|e| Error::file(path, e))?;
-        w.extend(data.iter().copied()).map_err(|e| Error::file(path, e))?;
-        w.finish().map_err(|e| Error::file(path, e))?;
-    }
-    checkpoint::write_atomic(path, &buf)
 }

@@ -138,9 +138,19 @@ pub struct KernelProfile {
     /// K step of the wide matmul's tiles, from the adapter's workgroup storage: 16 where
     /// `WIDE_BK16_BYTES` fit, else 8.
     pub wide_bk: u32,
+    /// Cut a tiled linear-backward pair's long dW K into chunks summed by a second dispatch
+    /// (only the tiled pair ever does, see `pair_kper`); `WEBDISTILL_SPLIT_K=0` keeps one
+    /// dispatch, to measure what the cut buys on a GPU.
+    pub split_k: bool,
 }
 
 impl KernelProfile {
+    /// Whether linear backward pairs get cut along dW's K: `split_k` where the pair is the
+    /// tiled one (the register pairs of software adapters never split).
+    pub fn splits_k(&self) -> bool {
+        self.split_k && !matches!(self.matmul, MatmulVariant::Register | MatmulVariant::RegisterScalar)
+    }
+
     pub fn for_adapter(report: &AdapterReport) -> Self {
         let bounds_checks = report.backend != "Vulkan";
         // `WEBDISTILL_PROFILE=gpu` gives a software adapter every choice a real GPU gets (and
@@ -155,12 +165,16 @@ impl KernelProfile {
         let software = report.software;
         // Device-dependent choices are made in `for_device`.
         let (subgroups, wide_bk) = (false, 8);
+        #[cfg(not(target_arch = "wasm32"))]
+        let split_k = !std::env::var("WEBDISTILL_SPLIT_K").is_ok_and(|v| v == "0");
+        #[cfg(target_arch = "wasm32")]
+        let split_k = true;
         // Mutated only by the native overrides below.
         #[allow(unused_mut)]
         let mut p = if software {
-            KernelProfile { software, matmul: MatmulVariant::Register, serial_row_max: 4096, bounds_checks, subgroups, wide_bk }
+            KernelProfile { software, matmul: MatmulVariant::Register, serial_row_max: 4096, bounds_checks, subgroups, wide_bk, split_k }
         } else {
-            KernelProfile { software, matmul: MatmulVariant::Tiled, serial_row_max: 256, bounds_checks, subgroups, wide_bk }
+            KernelProfile { software, matmul: MatmulVariant::Tiled, serial_row_max: 256, bounds_checks, subgroups, wide_bk, split_k }
         };
         // An override for benchmarks and for users who know their adapter better.
         #[cfg(not(target_arch = "wasm32"))]

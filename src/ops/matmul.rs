@@ -499,7 +499,8 @@ impl Op for LinearGradOp {
         // dW's K (the rows) in chunks, so its few tiles do not keep a GPU waiting (the
         // tiled pair only: see MmPair in the shader).
         let partial_len = d1.m * d1.n + d1.m;
-        let kper = if entry == "mm_tiled_pair" { pair_kper(&d0, &d1, partial_len, l.ctx.max_binding()) } else { d1.k };
+        let kper =
+            if entry == "mm_tiled_pair" && l.profile().split_k { pair_kper(&d0, &d1, partial_len, l.ctx.max_binding()) } else { d1.k };
         let ksplit = d1.k.div_ceil(kper.max(1)).max(1);
         let mut p = m0.params(&e0, &d0);
         p.0.extend(m1.params(&e1, &d1).0);

@@ -64,6 +64,9 @@ pub struct AdapterSection {
     /// K step of the 128x128 matmul tiles, from the workgroup storage limit.
     #[serde(default)]
     pub wide_bk: u32,
+    /// A tiled linear backward cuts a long dW K into chunks (`WEBDISTILL_SPLIT_K`).
+    #[serde(default)]
+    pub split_k: bool,
     /// f32 peak in GFLOP/s and where the figure comes from.
     pub peak_gflops: Option<f64>,
     pub peak_source: String,
@@ -288,6 +291,7 @@ fn adapter_section(w: &mut Writer, ctx: &Context) -> Result<String> {
         serial_row_max: ctx.profile.serial_row_max,
         subgroup_reductions: ctx.profile.subgroups,
         wide_bk: ctx.profile.wide_bk,
+        split_k: ctx.profile.splits_k(),
         peak_gflops: peak,
         peak_source: source,
     };

@@ -50,8 +50,8 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(s, "- **{}** ({}, {}), driver {}", a.name, a.backend, a.device_type, a.driver);
     let _ = writeln!(
         s,
-        "- software adapter: {}; kernel profile **{}** (matmul {}, serial rows up to {}, subgroup reductions {}, wide-tile K step {})",
-        a.software, a.profile, a.matmul_variant, a.serial_row_max, a.subgroup_reductions, a.wide_bk
+        "- software adapter: {}; kernel profile **{}** (matmul {}, serial rows up to {}, subgroup reductions {}, wide-tile K step {}, linear-backward split-K {})",
+        a.software, a.profile, a.matmul_variant, a.serial_row_max, a.subgroup_reductions, a.wide_bk, a.split_k
     );
     let _ = writeln!(
         s,

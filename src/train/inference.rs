@@ -193,7 +193,7 @@ fn logits_of(
     let mut store = Store::new(0);
     let net = models::build(model, &mut store, "", &ModelConfig::new(c, h, classes))?;
     store.upload(ctx)?;
-    checkpoint::load_into(&store, "", &tensors, &weights.display().to_string(), &LoadOptions::default())?;
+    checkpoint::load_into(&store, "", tensors, &weights.display().to_string(), &LoadOptions::default())?;
     let b = batch.min(n).max(1);
     let mut g = Graph::new();
     let xv = g.input("x", &[b, c, h, h])?;
