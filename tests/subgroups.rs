@@ -204,9 +204,10 @@ fn cross_entropy_mean_over_many_rows() {
     }
 }
 
-/// That the subgroup family computes differently, not only that it is dispatched: a row that
-/// the tree sums exactly and a subgroup reduction cannot. 1e8 and -1e8 land in different subgroups (of 8 lanes on
-/// lavapipe, 32 or 64 on GPUs), where each absorbs ones that f32 cannot hold: ulp(1e8) = 8.
+/// That the subgroup family computes differently, not only that it is dispatched: a row
+/// that the tree sums exactly and a subgroup reduction cannot. 1e8 and -1e8 land in
+/// different subgroups (of 8 lanes on lavapipe, 32 or 64 on GPUs), where each absorbs ones
+/// that f32 cannot hold: ulp(1e8) = 8.
 #[test]
 fn a_sum_only_the_tree_gets_exact() {
     let (tree, sg) = contexts();

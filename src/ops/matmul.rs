@@ -497,10 +497,11 @@ impl Op for LinearGradOp {
         };
         let split = d0.m.div_ceil(tile);
         // dW's K (the rows) in chunks, so its few tiles do not keep a GPU waiting (the
-        // tiled pair only: see MmPair in the shader).
+        // tiled pair only: see MmPair in the shader; `splits_k` is the one rule for when).
         let partial_len = d1.m * d1.n + d1.m;
-        let kper =
-            if entry == "mm_tiled_pair" && l.profile().split_k { pair_kper(&d0, &d1, partial_len, l.ctx.max_binding()) } else { d1.k };
+        let splits = l.profile().splits_k();
+        debug_assert_eq!(splits, entry == "mm_tiled_pair" && l.profile().split_k, "splits_k out of step with the pair's entry");
+        let kper = if splits { pair_kper(&d0, &d1, partial_len, l.ctx.max_binding()) } else { d1.k };
         let ksplit = d1.k.div_ceil(kper.max(1)).max(1);
         let mut p = m0.params(&e0, &d0);
         p.0.extend(m1.params(&e1, &d1).0);
